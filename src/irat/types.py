@@ -1,0 +1,80 @@
+"""The seams between irat's parts: what flows from the loader, through the attack, into the
+weighting and the objective (see docs/architecture.md for the diagram).
+
+Shapes: ``B`` is the batch size, ``C, H, W`` the image shape, ``n`` the number of classes.
+Everything outside the model lives in [0, 1] pixel space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch. ``idx`` [B] long: dataset indices (they travel with every batch so that
+    per-instance records and state are keyed by index); ``x`` [B, C, H, W] float in [0, 1];
+    ``y`` [B] long."""
+
+    idx: Tensor
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack returns.
+
+    ``x_adv`` [B, C, H, W]: adversarial examples inside the threat model and [0, 1].
+    ``logits_adv`` [B, n] or None: logits of ``x_adv`` from the attack's final forward (eval mode,
+        no graph); None when the caller asked the attack to skip that forward.
+    ``steps_to_flip`` [B] long or None: GAIRAT's κ, the number of correctly classified iterates
+        among x^(0..K-1) (METHODS.md §3.1); only with ``record_path=True``.
+    ``first_wrong`` [B] long or None: the smallest k in 0..K whose iterate x^(k) is misclassified
+        (K if none); ``x_first_wrong`` [B, C, H, W] that iterate (x^(K) when never wrong).
+    """
+
+    x_adv: Tensor
+    logits_adv: Tensor | None = None
+    steps_to_flip: Tensor | None = None
+    first_wrong: Tensor | None = None
+    x_first_wrong: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """Per-sample statistics of one training step, computed once from logits that already exist
+    and shared by the weighting scheme, the objective and the recorder. All tensors are detached.
+
+    ``idx``, ``y`` [B]; ``logits_adv`` [B, n]; ``logits_nat`` [B, n] or None when the method
+    needs no natural forward; ``steps_to_flip`` [B] or None; ``epoch`` 0-based.
+    """
+
+    idx: Tensor
+    y: Tensor
+    logits_adv: Tensor
+    logits_nat: Tensor | None
+    steps_to_flip: Tensor | None
+    epoch: int
+    logits_first_wrong: Tensor | None = None
+
+
+class Attack(Protocol):
+    """``attack(model, x, y) -> AttackResult``; gradients with respect to the input only."""
+
+    def __call__(self, model: torch.nn.Module, x: Tensor, y: Tensor) -> AttackResult: ...
+
+
+class Objective(Protocol):
+    """``objective(logits_nat, logits_adv, y, w) -> (loss scalar, per-sample loss [B])``."""
+
+    def __call__(
+        self, logits_nat: Tensor | None, logits_adv: Tensor, y: Tensor, w: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
