@@ -1,0 +1,33 @@
+# Everything a fresh machine needs: `make demo` (the main job) and `make test` create .venv,
+# install torch (the local CPU build where there is one) and irat, then run.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/irat train --config configs/demo.yaml --out runs/demo --resume
+	$(BIN)/irat eval runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py --model tiny-cnn --method at
+
+clean:
+	rm -rf runs .pytest_cache

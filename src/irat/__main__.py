@@ -1,0 +1,5 @@
+import sys
+
+from irat.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``.
+
+Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
+(sections: data, model, attack, train, eval; see ``irat.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  irat train --train.method=at --train.epochs=30 --attack.eps=0.1 --out runs/at
+  irat train --config configs/demo.yaml --data.limit=5000 --out runs/quick
+  irat train --out runs/at --resume            # continue a killed run
+  irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="irat",
+        description="Instance-reweighted adversarial training: train and evaluate robust classifiers.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from irat import __version__
+
+    parser.add_argument("--version", action="version", version=f"irat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a model; writes a run directory",
+        description="Train a model. Any config key can be set with --section.key=value, e.g. "
+        "--train.method=trades --train.epochs=10 --attack.eps=0.1 --data.limit=5000.",
+        epilog=_choices_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--config", help="YAML file with sections data, model, attack, train, eval")
+    t.add_argument("--out", default="runs/run", help="run directory to create (default: runs/run)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    t.add_argument("--eval", action="store_true", help="evaluate the best checkpoint on the test split afterwards")
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    e.add_argument("run_dir", help="a run directory written by 'irat train'")
+    e.add_argument("--attacks", help="comma-separated attacks (default: the run's eval.attacks)")
+    e.add_argument("--limit", type=int, help="evaluate on the first N test images")
+    e.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default: best)")
+    e.add_argument("--batch-size", type=int, help="evaluation batch size")
+    e.add_argument("--data-dir", help="folder holding the dataset files")
+    return parser
+
+
+def _choices_text() -> str:
+    from irat import attacks, data, methods, models
+
+    return (
+        f"methods:  {', '.join(methods.names())}\n"
+        f"models:   {', '.join(models.names())}\n"
+        f"datasets: {', '.join(data.names())}\n"
+        f"attacks:  {', '.join(attacks.names())}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    bad = [a for a in extra if not (a.startswith("--") and "." in a.split("=")[0])]
+    if bad or (extra and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)")
+    try:
+        if args.command == "train":
+            return _train(args, extra)
+        return _eval(args)
+    except KeyboardInterrupt:
+        print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if os.environ.get("IRAT_DEBUG"):
+            raise
+        print(f"irat: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args, overrides: list[str]) -> int:
+    import torch
+
+    import irat
+    from irat.config import load
+    from irat.training.loop import config_from_run
+    from irat.training.rundir import RunDir
+
+    if args.data_dir:
+        overrides = [*overrides, f"--data.root={args.data_dir}"]
+    if args.resume and RunDir(args.out).exists():
+        if overrides or args.config:
+            print("irat: --resume uses the run's stored config; ignoring --config and overrides", file=sys.stderr)
+        cfg = config_from_run(args.out)
+    else:
+        cfg = load(args.config, overrides)
+    torch.manual_seed(cfg.train.seed)
+    data = irat.data.load(
+        cfg.data.dataset, root=cfg.data.root, val_size=cfg.data.val_size, seed=cfg.train.seed, limit=cfg.data.limit
+    )
+    model = irat.models.create(cfg.model.name, dataset=data.spec)
+    run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
+    last = run.history[-1] if run.history else {}
+    print(f"run: {run.dir}")
+    if run.best_epoch >= 0:
+        print(f"best epoch {run.best_epoch} (validation {cfg.train.val_attack} accuracy {run.best_val_robust:.4f})")
+    if last:
+        print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
+    if args.eval:
+        return _eval(argparse.Namespace(run_dir=args.out, attacks=None, limit=None, checkpoint=None,
+                                        batch_size=None, data_dir=args.data_dir))
+    return 0
+
+
+def _eval(args) -> int:
+    import irat
+    from irat.training import checkpoint
+    from irat.training.loop import config_from_run, pick_device
+    from irat.training.rundir import RunDir
+
+    cfg = config_from_run(args.run_dir)
+    run_dir = RunDir(args.run_dir)
+    which = args.checkpoint or cfg.eval.checkpoint
+    path = run_dir.best if which == "best" else run_dir.last
+    if which == "best" and not path.exists():
+        print(f"irat: {path} missing (no validation split?); using last.pt", file=sys.stderr)
+        path = run_dir.last
+    data = irat.data.load(
+        cfg.data.dataset,
+        root=args.data_dir or cfg.data.root,
+        val_size=cfg.data.val_size,
+        seed=cfg.train.seed,
+        limit=cfg.data.limit,
+    )
+    device = pick_device(cfg.train.device)
+    model = irat.models.create(cfg.model.name, dataset=data.spec).to(device)
+    model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
+    attack_names = args.attacks.split(",") if args.attacks else cfg.eval.attacks
+    res = irat.evaluate(
+        model,
+        data.test,
+        attacks=attack_names,
+        eps=cfg.attack.eps,
+        norm=cfg.attack.norm,
+        limit=args.limit if args.limit is not None else cfg.eval.limit,
+        batch_size=args.batch_size or cfg.eval.batch_size,
+        seed=cfg.train.seed,
+        progress=cfg.train.progress,
+        spec=data.spec,
+    )
+    res.save(Path(args.run_dir))
+    print(f"checkpoint: {path}")
+    print(res.to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

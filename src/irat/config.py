@@ -1,0 +1,225 @@
+"""Typed configuration: dataclasses with commented defaults, loadable from YAML, overridable with
+``--section.key=value``. Unknown keys and invalid values raise one ``ConfigError`` that says what
+was wrong and lists the valid choices. No ``eval``, no ``type=bool`` pitfalls: values are parsed
+by the declared type of the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"  # a name from `irat.data.names()`
+    root: str | None = None  # --data-dir; else $IRAT_DATA, the user cache, /usr/share/datasets
+    val_size: int = 1000  # held-out validation images (checkpoint selection), class-stratified
+    limit: int | None = None  # keep a seeded class-balanced subset of N training images
+    augment: bool | None = None  # None: the dataset's default (crop/flip for CIFAR, none for digits)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-cnn"  # a name from `irat.models.names()`
+
+
+@dataclass
+class AttackConfig:
+    """The training attack (PGD); evaluation attacks are named in EvalConfig."""
+
+    norm: str = "linf"  # linf | l2
+    eps: float = 0.1  # radius in [0,1] pixel units (BiLAW's Fashion-MNIST setting: 0.1)
+    steps: int = 10  # PGD iterations K
+    step_size: float | None = None  # None: eps/4 (BiLAW); the papers' CIFAR value is 2/255
+    start: str | None = None  # uniform | gauss_small | none; None: the method's default
+
+
+@dataclass
+class TrainConfig:
+    method: str = "at"  # a name from `irat.methods.names()`
+    objective: str | None = None  # override the method's objective (natural | at | trades | mart)
+    beta: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
+    schedule: str = "piecewise"  # piecewise | cosine | constant
+    milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
+    gamma: float = 0.1  # piecewise decay factor at each milestone
+    burn_in: int = 0  # epochs with all-ones instance weights (reweighting methods)
+    val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True  # progress bars on training and evaluation
+
+
+@dataclass
+class EvalConfig:
+    attacks: list[str] = field(default_factory=lambda: ["clean", "pgd-20", "cw-20", "autoattack"])
+    limit: int | None = None  # evaluate on the first N test images (None: all; tables state N)
+    batch_size: int = 500
+    checkpoint: str = "best"  # best | last
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def from_dict(values: dict) -> Config:
+    """Build a validated ``Config`` from a nested dict (e.g. parsed YAML)."""
+    cfg = Config()
+    for section, entries in (values or {}).items():
+        target = _section(cfg, section)
+        if not isinstance(entries, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping of key: value")
+        for key, value in entries.items():
+            _set(target, section, key, value)
+    validate(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (if given) and apply ``section.key=value`` overrides, then validate."""
+    values: dict = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    for item in overrides or []:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"override {item!r} must look like --section.key=value (e.g. --train.epochs=5)")
+        values.setdefault(section, {})[name] = yaml.safe_load(raw) if raw != "" else None
+    return from_dict(values)
+
+
+def _section(cfg: Config, section: str):
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    return getattr(cfg, section)
+
+
+def _set(target, section: str, key: str, value) -> None:
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        raise ConfigError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(fields)}")
+    hint = typing.get_type_hints(type(target))[key]
+    setattr(target, key, _coerce(value, hint, f"{section}.{key}"))
+
+
+def _coerce(value, hint, name: str):
+    """Check/convert ``value`` to the declared type ``hint`` (no eval, bools are strict)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name} may not be empty")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return [_coerce(v, item, name) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and names against the registries; raise one ``ConfigError``."""
+    from irat import attacks, data, methods, models, objectives
+
+    _choice("data.dataset", cfg.data.dataset, data.names())
+    if cfg.model.name not in models.names() and not cfg.model.name.startswith("wrn-"):
+        _choice("model.name", cfg.model.name, models.names())
+    _choice("train.method", cfg.train.method, methods.names())
+    if cfg.train.objective is not None:
+        _choice("train.objective", cfg.train.objective, list(objectives.OBJECTIVES))
+    _choice("attack.norm", cfg.attack.norm, ["linf", "l2"])
+    if cfg.attack.start is not None:
+        _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
+    _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
+    checks = [
+        ("attack.eps", cfg.attack.eps >= 0, "must be >= 0"),
+        ("attack.steps", cfg.attack.steps >= 0, "must be >= 0"),
+        ("attack.step_size", cfg.attack.step_size is None or cfg.attack.step_size > 0, "must be > 0"),
+        ("data.val_size", cfg.data.val_size >= 0, "must be >= 0"),
+        ("data.limit", cfg.data.limit is None or cfg.data.limit > 0, "must be > 0"),
+        ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
+        ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
+        ("train.lr", cfg.train.lr > 0, "must be > 0"),
+        ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
+        ("train.burn_in", cfg.train.burn_in >= 0, "must be >= 0"),
+        ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
+        ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
+        ("eval.batch_size", cfg.eval.batch_size >= 1, "must be >= 1"),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
+    _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last"])
+    for name in [*cfg.eval.attacks, cfg.train.val_attack]:
+        try:
+            attacks.build(name, eps=cfg.attack.eps, norm=cfg.attack.norm)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _value(cfg: Config, dotted: str):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)

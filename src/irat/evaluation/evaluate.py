@@ -1,0 +1,169 @@
+"""``irat.evaluate``: accuracy of a model under a list of attacks, per sample, per class and in the
+worst case over attacks, with the sanity checks that catch gradient masking.
+
+Every table states the number of images it was computed on (``EvalResult.n``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from irat import attacks as attack_lib
+from irat.evaluation.robust import correct_under
+from irat.evaluation.sanity import check_accuracies, check_eps_sweep
+
+EPS_SWEEP_FACTORS = (1.0, 2.0, 4.0)
+"""ε multiples of the sanity sweep (PGD-20 on up to ``EPS_SWEEP_IMAGES`` images)."""
+EPS_SWEEP_IMAGES = 200
+
+
+@dataclass
+class EvalResult:
+    """Accuracies as fractions.
+
+    ``accuracy``: attack name → accuracy, plus ``worst-case`` (a point counts only if it
+    survives every attack, clean included). ``per_sample``: name → bool [N] (CPU).
+    ``per_class``: name → list of per-class accuracies. ``eps_sweep``: ε → PGD-20 accuracy.
+    """
+
+    accuracy: dict[str, float]
+    per_sample: dict[str, Tensor]
+    per_class: dict[str, list[float]]
+    n: int
+    eps: float
+    norm: str
+    class_names: list[str] = field(default_factory=list)
+    eps_sweep: dict[float, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "eps": self.eps,
+            "norm": self.norm,
+            "accuracy": self.accuracy,
+            "per_class": self.per_class,
+            "class_names": self.class_names,
+            "eps_sweep": {str(k): v for k, v in self.eps_sweep.items()},
+            "warnings": self.warnings,
+        }
+
+    def to_markdown(self) -> str:
+        names = list(self.accuracy)
+        lines = [
+            f"Accuracy (%) on {self.n} test images, {self.norm} eps={self.eps:g}",
+            "",
+            "| " + " | ".join(names) + " |",
+            "|" + "---|" * len(names),
+            "| " + " | ".join(f"{100 * self.accuracy[k]:.2f}" for k in names) + " |",
+        ]
+        if self.per_class and self.class_names:
+            attacks = list(self.per_class)
+            lines += ["", "Per-class accuracy (%)", "", "| class | " + " | ".join(attacks) + " |"]
+            lines.append("|---|" + "---|" * len(attacks))
+            for c, cname in enumerate(self.class_names):
+                cells = " | ".join(f"{100 * self.per_class[a][c]:.1f}" for a in attacks)
+                lines.append(f"| {cname} | {cells} |")
+        if self.warnings:
+            lines += ["", "**Sanity warnings**", ""] + [f"- {w}" for w in self.warnings]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory: str | Path, stem: str = "eval") -> None:
+        """Write ``<stem>.json`` and ``<stem>.md`` (per-sample correctness in ``<stem>.pt``)."""
+        from irat.training.checkpoint import atomic_write_bytes, atomic_write_text
+
+        directory = Path(directory)
+        atomic_write_text(directory / f"{stem}.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(directory / f"{stem}.md", self.to_markdown())
+        import io
+
+        buf = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in self.per_sample.items()}, buf)
+        atomic_write_bytes(directory / f"{stem}_per_sample.pt", buf.getvalue())
+
+
+def evaluate(
+    model: torch.nn.Module,
+    split,
+    attacks: list[str] = ("clean", "pgd-20", "cw-20", "autoattack"),
+    *,
+    eps: float = 0.1,
+    norm: str = "linf",
+    limit: int | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+    sanity: bool = True,
+    spec=None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
+
+    ``attacks``: names understood by ``irat.attacks.build`` ("clean", "fgsm", "pgd-20",
+    "cw-20", "autoattack", "apgd-ce", ...). ``limit``: the first N images. Attacks are seeded
+    with ``seed``. ``sanity``: run the checks of ``irat.evaluation.sanity`` (plus an ε sweep of
+    PGD-20) and print warnings to stderr. ``spec``: the ``DatasetSpec``, for class names.
+    """
+    if eps < 0:
+        raise ValueError(f"eps={eps} must be >= 0")
+    if not attacks:
+        raise ValueError("attacks is empty; name at least one, e.g. ['clean', 'pgd-20']")
+    device = next(model.parameters()).device
+    x, y = split.x[:limit].to(device), split.y[:limit].to(device)
+    n = len(y)
+    if n == 0:
+        raise ValueError("the split to evaluate is empty")
+    was_training = model.training
+    with torch.inference_mode():
+        n_cls = model.eval()(x[:1]).shape[1]
+    model.train(was_training)
+    built = {name: attack_lib.build(name, eps=eps, norm=norm) for name in attacks}
+
+    per_sample: dict[str, Tensor] = {}
+    for name, attack in built.items():
+        torch.manual_seed(seed)
+        per_sample[name] = correct_under(
+            model, x, y, attack, batch_size=batch_size, progress=progress, desc=name
+        ).cpu()
+    worst = torch.stack(list(per_sample.values())).all(0)
+    accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
+    accuracy["worst-case"] = worst.float().mean().item()
+    y_cpu = y.cpu()
+    per_class = {name: _per_class(c, y_cpu, n_cls) for name, c in per_sample.items()}
+
+    warnings, sweep = [], {}
+    if sanity:
+        warnings += check_accuracies(accuracy, n)
+        m = min(n, EPS_SWEEP_IMAGES)
+        if eps > 0:
+            for f in EPS_SWEEP_FACTORS:
+                torch.manual_seed(seed)
+                sweep_attack = attack_lib.build("pgd-20", eps=eps * f, norm=norm)
+                c = correct_under(model, x[:m], y[:m], sweep_attack, batch_size=batch_size)
+                sweep[eps * f] = c.float().mean().item()
+            warnings += check_eps_sweep(sweep, m)
+        for w in warnings:
+            print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
+    return EvalResult(
+        accuracy=accuracy,
+        per_sample={**per_sample, "worst-case": worst},
+        per_class=per_class,
+        n=n,
+        eps=eps,
+        norm=norm,
+        class_names=list(spec.class_names) if spec is not None else [str(c) for c in range(n_cls)],
+        eps_sweep=sweep,
+        warnings=warnings,
+    )
+
+
+def _per_class(correct: Tensor, y: Tensor, n_cls: int) -> list[float]:
+    """Accuracy per class (NaN for a class absent from the split)."""
+    total = torch.bincount(y, minlength=n_cls).float()
+    hits = torch.bincount(y[correct], minlength=n_cls).float()
+    return (hits / total).tolist()

@@ -1,0 +1,67 @@
+"""Checks that expose gradient masking and broken evaluations (DESIGN.md: "Rules that keep it
+trustworthy"). Each check is a pure function of accuracies and returns warning strings; the
+caller prints them loudly.
+
+* robust accuracy above clean accuracy;
+* a stronger attack weaker than a weaker one (FGSM ≥ PGD ≥ AutoAttack, PGD-k non-increasing in
+  k, CW-k ≥ AutoAttack, single AutoAttack components ≥ the full cascade);
+* accuracy not falling as ε grows.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def _steps(name: str) -> int | None:
+    m = re.fullmatch(r"(pgd|cw)-(\d+)", name)
+    return int(m.group(2)) if m else None
+
+
+def stronger_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """``(weaker, stronger)`` pairs among the evaluated attack names."""
+    pairs = []
+    pgds = sorted((n for n in names if n.startswith("pgd-")), key=_steps)
+    cws = sorted((n for n in names if n.startswith("cw-")), key=_steps)
+    for fam in (pgds, cws):
+        pairs += list(zip(fam, fam[1:]))
+    if "fgsm" in names:
+        pairs += [("fgsm", n) for n in pgds]
+    if "autoattack" in names:
+        aa_parts = ["apgd-ce", "apgd-t", "fab-t", "square", "fgsm"]
+        pairs += [(n, "autoattack") for n in [*pgds, *cws, *aa_parts] if n in names]
+    return pairs
+
+
+def check_accuracies(accuracy: dict[str, float], n: int) -> list[str]:
+    """Warnings for robust > clean and stronger-attack-weaker, with a tolerance of one sample."""
+    tol = 1.0 / max(n, 1) + 1e-9
+    warnings = []
+    clean = accuracy.get("clean")
+    names = [k for k in accuracy if k not in ("clean", "worst-case")]
+    if clean is not None:
+        for name in names:
+            if accuracy[name] > clean + tol:
+                warnings.append(
+                    f"robust accuracy under {name} ({accuracy[name]:.4f}) exceeds clean accuracy "
+                    f"({clean:.4f}): the attack or the model is broken"
+                )
+    for weak, strong in stronger_pairs(names):
+        if accuracy[strong] > accuracy[weak] + tol:
+            warnings.append(
+                f"{strong} ({accuracy[strong]:.4f}) is weaker than {weak} ({accuracy[weak]:.4f}): "
+                "a sign of gradient masking or a broken attack"
+            )
+    return warnings
+
+
+def check_eps_sweep(sweep: dict[float, float], n: int) -> list[str]:
+    """``sweep`` maps ε → robust accuracy; warn where accuracy rises as ε grows."""
+    tol = 1.0 / max(n, 1) + 1e-9
+    eps = sorted(sweep)
+    return [
+        f"accuracy rises from {sweep[a]:.4f} at eps={a:g} to {sweep[b]:.4f} at eps={b:g}: "
+        "accuracy must not grow with the attack radius (gradient masking?)"
+        for a, b in zip(eps, eps[1:])
+        if sweep[b] > sweep[a] + tol
+    ]

@@ -1,0 +1,242 @@
+"""``irat.train``: the epoch loop around ``train_step``.
+
+Each epoch: set the learning rate, run the steps (metrics accumulate on the device, read once),
+evaluate PGD robustness on the validation split, keep the best checkpoint by validation robust
+accuracy (Rice et al. early stopping) and the last one, write the per-instance record and a
+metrics row. Seeding is per epoch (loader order, attack starts, validation attack), so a killed
+run resumed from ``last.pt`` reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import irat
+from irat import attacks, methods, objectives, weighting
+from irat.config import Config, ConfigError, from_dict
+from irat.data import Loader
+from irat.evaluation.robust import correct_under
+from irat.losses import ce, true_value
+from irat.training import checkpoint
+from irat.training.records import InstanceRecorder
+from irat.training.rundir import RunDir
+from irat.training.schedules import learning_rate
+from irat.training.step import StepParts, train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Run:
+    """The outcome of ``irat.train``: the run directory, its resolved config, one metrics row per
+    epoch, and the best epoch by validation robust accuracy (−1 without a validation split).
+    ``model`` holds the weights of the last epoch."""
+
+    dir: Path
+    config: Config
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_robust: float = float("nan")
+    model: torch.nn.Module | None = None
+
+
+SECTION_ORDER = ("train", "attack", "data", "model", "eval")
+
+
+def resolve_config(config: Config | None = None, **overrides) -> Config:
+    """A validated copy of ``config`` with flat overrides (``epochs=5``, ``eps=0.1``, ``lr=...``)
+    or dotted ones (``**{"eval.limit": 100}``) applied; flat keys are looked up in the sections
+    train, attack, data, model, eval (in that order)."""
+    values = (config or Config()).to_dict()
+    for key, value in overrides.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+        else:
+            section = next((s for s in SECTION_ORDER if key in values[s]), None)
+            name = key
+            if section is None:
+                valid = sorted({k for s in SECTION_ORDER for k in values[s]})
+                raise ConfigError(f"unknown option {key!r}; valid options: {', '.join(valid)}")
+        values.setdefault(section, {})[name] = value
+    return from_dict(values)
+
+
+def build_step(cfg: Config, generator: torch.Generator | None = None) -> StepParts:
+    """Assemble attack, weighting and objective from the recipe named in ``cfg.train.method``
+    and the config's overrides."""
+    recipe = methods.get(cfg.train.method)
+    objective_name = cfg.train.objective or recipe.objective
+    objective = objectives.OBJECTIVES[objective_name]
+    beta = cfg.train.beta if cfg.train.beta is not None else recipe.beta
+    if beta is not None and objective_name in ("trades", "mart"):
+        objective = functools.partial(objective, beta=beta)
+    attack = None
+    if objectives.NEEDS_ADV[objective_name]:
+        a = cfg.attack
+        attack_loss = recipe.attack_loss or "ce"
+        if objective_name == "trades" and recipe.attack_loss is None:
+            attack_loss = "kl"
+        attack = functools.partial(
+            attacks.pgd,
+            eps=a.eps,
+            steps=a.steps,
+            step_size=a.step_size if a.step_size is not None else a.eps / 4,
+            norm=a.norm,
+            loss=attack_loss,
+            start=a.start or recipe.start,
+            record_path=recipe.weighting != "uniform",
+            final_logits=False,
+            generator=generator,
+        )
+    scheme = weighting.SCHEMES[recipe.weighting]
+    return StepParts(
+        attack=attack,
+        needs_nat=objectives.NEEDS_NAT[objective_name],
+        weights=weighting.with_burn_in(scheme, cfg.train.burn_in),
+        objective=objective,
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(
+    model: torch.nn.Module,
+    data,
+    method: str | None = None,
+    epochs: int | None = None,
+    eps: float | None = None,
+    out: str | Path = "runs/run",
+    *,
+    resume: bool = False,
+    config: Config | None = None,
+    **overrides,
+) -> Run:
+    """Train ``model`` on ``data`` (from ``irat.data.load``) with a named method.
+
+    ``method``, ``epochs``, ``eps`` and ``overrides`` (any config key, e.g. ``lr=0.05``,
+    ``batch_size=64``, ``burn_in=2``) override ``config``. ``out`` becomes the run directory;
+    ``resume=True`` continues the run found there from its last checkpoint.
+    """
+    given = {"method": method, "epochs": epochs, "eps": eps}
+    cfg = resolve_config(config, **{k: v for k, v in given.items() if v is not None}, **overrides)
+    cfg.data.dataset = data.spec.name
+    cfg.model.name = getattr(model, "irat_name", cfg.model.name)
+    run_dir = RunDir(out)
+    device = pick_device(cfg.train.device)
+    model.to(device)
+    tc = cfg.train
+    optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+    start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
+    if resume and run_dir.exists():
+        state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
+        history = run_dir.keep_metrics_through(start_epoch - 1)
+    else:
+        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
+
+    train_split = data.train.to(device)
+    val_split = data.val.to(device)
+    augment = cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
+    loader = Loader(train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec)
+    generator = torch.Generator(device=device)
+    parts = build_step(cfg, generator)
+    val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
+    recorder = InstanceRecorder(train_split.idx)
+
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        lr = learning_rate(
+            epoch, lr=tc.lr, epochs=tc.epochs, schedule=tc.schedule, milestones=tc.milestones, gamma=tc.gamma
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loader.set_epoch(epoch)
+        generator.manual_seed(_epoch_seed(tc.seed, epoch))
+        model.train()
+        sums = torch.zeros(3, device=device)  # loss·B, correct on x', count
+        desc = f"epoch {epoch + 1}/{tc.epochs}"
+        for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
+            step = train_step(model, batch, parts, optimizer, epoch)
+            s = step.stats
+            recorder.log(
+                batch.idx,
+                weight=step.weights,
+                loss=ce(s.logits_adv, s.y),
+                p_true=true_value(s.logits_adv.softmax(1), s.y),
+                steps_to_flip=s.steps_to_flip,
+            )
+            n = len(batch)
+            sums += torch.stack([step.loss * n, (s.logits_adv.argmax(1) == s.y).sum().float(), sums.new_tensor(float(n))])
+        loss_sum, correct, count = sums.tolist()
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(
+                f"the training loss became {loss_sum / count} in epoch {epoch}; lower --train.lr "
+                f"(now {lr:g}) or check the data. The last good checkpoint is {run_dir.last}"
+            )
+        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
+        if len(val_split):
+            torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
+            row["val_robust_acc"] = correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
+            with torch.inference_mode():
+                row["val_clean_acc"] = (model.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
+            model.train()
+            if row["val_robust_acc"] > best_val:
+                best_epoch, best_val = epoch, row["val_robust_acc"]
+                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
+        row["time_s"] = time.perf_counter() - t0
+        recorder.save(run_dir.record_path(epoch), epoch)
+        run_dir.append_metrics(row)
+        history.append(row)
+        checkpoint.save(
+            run_dir.last,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_val": best_val,
+            },
+        )
+        if tc.progress:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
+
+    return Run(
+        dir=run_dir.path,
+        config=cfg,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_robust=best_val if best_epoch >= 0 else float("nan"),
+        model=model,
+    )
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def config_from_run(run_dir: str | Path) -> Config:
+    """The resolved ``Config`` stored in a run directory."""
+    values = RunDir(run_dir).read_config()
+    values.pop("irat_version", None)
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return from_dict({k: v for k, v in values.items() if k in fields})

@@ -1,0 +1,52 @@
+"""Per-instance record: for every training image and epoch, its weight, adversarial loss,
+true-class probability at x' and ``steps_to_flip`` (−1 when the attack did not record it).
+
+Values accumulate on the device in tensors indexed by dataset index (no host sync in the step)
+and are written once per epoch as ``records/epoch_XXX.npz`` (compressed float32/int16 arrays
+aligned with ``idx``), the input of the analysis plots and the difficulty metric.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from irat.training.checkpoint import atomic_write_bytes
+
+FIELDS = ("weight", "loss", "p_true", "steps_to_flip")
+
+
+class InstanceRecorder:
+    """``idx`` [N]: the dataset indices of the training split, on the training device."""
+
+    def __init__(self, idx: Tensor):
+        self.idx = idx
+        size = int(idx.max()) + 1 if len(idx) else 0
+        self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS}
+
+    def log(self, idx: Tensor, **values: Tensor | None) -> None:
+        """Store detached per-sample values [B] at dataset indices ``idx`` [B]."""
+        for name, v in values.items():
+            if v is not None:
+                self.values[name][idx] = v.detach().float()
+
+    def save(self, path: str | Path, epoch: int) -> None:
+        """Write this epoch's arrays, aligned with ``idx``, then reset them to NaN."""
+        arrays = {f: self.values[f][self.idx].cpu().numpy() for f in FIELDS}
+        stf = arrays["steps_to_flip"]
+        arrays["steps_to_flip"] = np.where(np.isnan(stf), -1, stf).astype(np.int16)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, idx=self.idx.cpu().numpy(), epoch=np.int64(epoch), **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        for v in self.values.values():
+            v.fill_(float("nan"))
+
+
+def load_record(path: str | Path) -> dict[str, np.ndarray]:
+    """Read one epoch's record (no pickled objects allowed)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,72 @@
+"""A run is a directory:
+
+    config.yaml          the resolved configuration (+ irat version)
+    metrics.jsonl        one JSON object per epoch
+    last.pt / best.pt    checkpoints (best = highest validation robust accuracy)
+    records/epoch_XXX.npz  per-instance record of each epoch
+    eval.json / eval.md  evaluation results, when evaluated
+
+Creating a run in a folder that already holds one is refused (nothing is overwritten); resuming
+needs one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from irat.training.checkpoint import atomic_write_text
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be created or resumed."""
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    last = property(lambda self: self.path / "last.pt")
+    best = property(lambda self: self.path / "best.pt")
+
+    def record_path(self, epoch: int) -> Path:
+        return self.path / "records" / f"epoch_{epoch:03d}.npz"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def create(self, config: dict) -> None:
+        if self.exists():
+            raise RunDirError(
+                f"{self.path} already holds a run; pass --resume (resume=True) to continue it, "
+                "or choose another --out"
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
+        (self.path / "records").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.metrics_path, "")
+
+    def read_config(self) -> dict:
+        if not self.exists():
+            raise RunDirError(f"{self.path} is not a run directory (no config.yaml)")
+        return yaml.safe_load(self.config_path.read_text())
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def append_metrics(self, row: dict) -> None:
+        rows = self.metrics() + [row]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def keep_metrics_through(self, epoch: int) -> list[dict]:
+        """Drop rows of epochs after ``epoch`` (written before a kill, checkpoint missing)."""
+        rows = [r for r in self.metrics() if r["epoch"] <= epoch]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        return rows

@@ -1,0 +1,63 @@
+"""One training step, as a straight line (DESIGN.md, "The data flow of one training step"):
+
+    attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
+    computed once) → weights → objective → backward → optimizer step.
+
+No host synchronisation happens here: the caller accumulates metrics on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from irat.types import AttackResult, Batch, SampleStats
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What stays fixed between steps. ``attack(model, x, y) -> AttackResult`` (None: plain
+    training); ``needs_nat``: the objective or the weighting needs natural logits;
+    ``weights(stats) -> w [B]`` (detached, burn-in applied); ``objective(logits_nat,
+    logits_adv, y, w) -> (loss, per_sample)``."""
+
+    attack: Callable[[torch.nn.Module, Tensor, Tensor], AttackResult] | None
+    needs_nat: bool
+    weights: Callable[[SampleStats], Tensor]
+    objective: Callable[..., tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """``loss`` scalar (detached); ``weights`` [B]; ``stats`` of the step."""
+
+    loss: Tensor
+    weights: Tensor
+    stats: SampleStats
+
+
+def train_step(
+    model: torch.nn.Module, batch: Batch, parts: StepParts, optimizer: torch.optim.Optimizer, epoch: int
+) -> StepOutput:
+    """Update ``model`` on ``batch`` once; the model is in train mode on entry and exit (the
+    attack switches to eval mode internally and restores it)."""
+    adv = parts.attack(model, batch.x, batch.y) if parts.attack is not None else None
+    logits_adv = model(adv.x_adv) if adv is not None else None
+    logits_nat = model(batch.x) if parts.needs_nat else None
+    stats = SampleStats(
+        idx=batch.idx,
+        y=batch.y,
+        logits_adv=(logits_adv if logits_adv is not None else logits_nat).detach(),
+        logits_nat=logits_nat.detach() if logits_nat is not None else None,
+        steps_to_flip=adv.steps_to_flip if adv is not None else None,
+        epoch=epoch,
+    )
+    w = parts.weights(stats)
+    loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepOutput(loss=loss.detach(), weights=w, stats=stats)

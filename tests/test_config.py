@@ -1,0 +1,44 @@
+"""Typed config: defaults, YAML, overrides, and one clear error for bad input."""
+
+import pytest
+
+from irat.config import Config, ConfigError, from_dict, load
+
+
+def test_defaults_validate_and_overrides_are_typed(tmp_path):
+    cfg = load(None, ["--train.epochs=3", "--attack.eps=0.2", "--train.progress=false", "--eval.attacks=clean,pgd-20"])
+    assert cfg.train.epochs == 3 and cfg.attack.eps == 0.2 and cfg.train.progress is False
+    assert cfg.eval.attacks == ["clean", "pgd-20"]
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  method: trades\n  epochs: 2\nattack:\n  eps: 0.3\n")
+    cfg = load(path, ["--train.epochs=4"])
+    assert (cfg.train.method, cfg.train.epochs, cfg.attack.eps) == ("trades", 4, 0.3)
+    assert isinstance(Config().to_dict()["train"], dict)
+
+
+@pytest.mark.parametrize(
+    "values,fragment",
+    [
+        ({"attack": {"eps": -0.1}}, "attack.eps=-0.1 must be >= 0"),
+        ({"train": {"method": "nope"}}, "choose one of"),
+        ({"train": {"metod": "at"}}, "valid keys in [train]"),
+        ({"trian": {"method": "at"}}, "valid sections"),
+        ({"data": {"dataset": "imagenet"}}, "fashion-mnist"),
+        ({"model": {"name": "vgg"}}, "tiny-cnn"),
+        ({"eval": {"attacks": ["clean", "pgd-x"]}}, "pgd"),
+        ({"train": {"epochs": "ten"}}, "must be an integer"),
+        ({"train": {"progress": 1}}, "true or false"),
+        ({"train": {"milestones": [30, 60]}}, "fractions"),
+    ],
+)
+def test_bad_values_give_one_clear_error(values, fragment):
+    with pytest.raises(ConfigError) as e:
+        from_dict(values)
+    assert fragment in str(e.value)
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="--section.key=value"):
+        load(None, ["--epochs=3"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.yaml")

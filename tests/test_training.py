@@ -1,0 +1,79 @@
+"""End-to-end training on real data, the run directory, and resume."""
+
+import json
+
+import pytest
+import torch
+
+import irat
+from irat.training.rundir import RunDir, RunDirError
+
+
+def _train(data, out, **kw):
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=data.spec)
+    opts = dict(method="at", epochs=2, eps=0.1, out=out, steps=5, lr=0.05, progress=False)
+    opts.update(kw)
+    return irat.train(model, data, **opts)
+
+
+def test_two_epochs_of_at_on_real_fashion_mnist(fmnist_small, tmp_path):
+    run = _train(fmnist_small, tmp_path / "at")
+    res = irat.evaluate(run.model, fmnist_small.test, attacks=["clean", "pgd-20"], eps=0.1, limit=500,
+                        progress=False, spec=fmnist_small.spec)
+    assert res.accuracy["clean"] > 0.5  # chance is 0.1
+    assert res.accuracy["pgd-20"] < res.accuracy["clean"]
+    assert res.n == 500 and len(res.per_class["clean"]) == 10
+    d = RunDir(run.dir)
+    assert [r["epoch"] for r in d.metrics()] == [0, 1]
+    assert d.best.exists() and d.last.exists() and d.record_path(1).exists()
+    cfg = d.read_config()
+    assert cfg["train"]["method"] == "at" and cfg["model"]["name"] == "fc1" and "irat_version" in cfg
+    rec = irat.training.records.load_record(d.record_path(1))
+    assert len(rec["idx"]) == len(fmnist_small.train) and (rec["weight"] == 1).all()
+    assert (rec["loss"] > 0).all() and ((rec["p_true"] >= 0) & (rec["p_true"] <= 1)).all()
+
+
+@pytest.mark.parametrize("method", ["plain", "trades", "mart"])
+def test_other_base_methods_train_one_epoch(fmnist_small, tmp_path, method):
+    run = _train(fmnist_small, tmp_path / method, method=method, epochs=1, steps=2)
+    assert run.history[0]["train_loss"] > 0 and run.history[0]["val_clean_acc"] > 0.3
+
+
+def test_existing_run_directory_is_not_overwritten(fmnist_small, tmp_path):
+    _train(fmnist_small, tmp_path / "r", epochs=1, steps=1)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match="--resume"):
+        _train(fmnist_small, tmp_path / "r", epochs=1, steps=1)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_after_a_kill_gives_the_same_final_metrics(fmnist_small, tmp_path, monkeypatch):
+    full = _train(fmnist_small, tmp_path / "full", epochs=3, steps=3)
+
+    calls = {"n": 0}
+    original = RunDir.append_metrics
+
+    def killed_on_second_epoch(self, row):
+        calls["n"] += 1
+        if calls["n"] == 2:  # dies after epoch 1's record, before its metrics and checkpoint
+            raise KeyboardInterrupt
+        original(self, row)
+
+    monkeypatch.setattr(RunDir, "append_metrics", killed_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(fmnist_small, tmp_path / "resumed", epochs=3, steps=3)
+    monkeypatch.undo()
+    resumed = _train(fmnist_small, tmp_path / "resumed", epochs=3, steps=3, resume=True)
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 2]
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(fmnist_small, tmp_path):
+    with pytest.raises(irat.training.NonFiniteLossError, match="lower --train.lr"):
+        _train(fmnist_small, tmp_path / "nan", epochs=1, steps=1, lr=1e30)

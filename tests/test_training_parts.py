@@ -1,0 +1,80 @@
+"""Schedules, atomic checkpoints, per-instance records and sanity checks."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from irat.evaluation.sanity import check_accuracies, check_eps_sweep
+from irat.training import checkpoint
+from irat.training.records import InstanceRecorder, load_record
+from irat.training.schedules import learning_rate
+
+
+def test_piecewise_and_cosine_schedules():
+    kw = dict(lr=0.1, epochs=100, milestones=[0.3, 0.6], gamma=0.1)
+    got = [learning_rate(e, schedule="piecewise", **kw) for e in (0, 29, 30, 59, 60, 99)]
+    assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert learning_rate(0, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert learning_rate(50, schedule="cosine", **kw) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="piecewise"):
+        learning_rate(0, schedule="step", **kw)
+
+
+def test_checkpoint_roundtrip_and_atomicity(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"model": {"w": torch.arange(3.0)}, "epoch": 4})
+    assert checkpoint.load(path)["epoch"] == 4
+    # a failure during the rename leaves the old file intact and no temporary file behind
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        checkpoint.save(path, {"model": {"w": torch.zeros(3)}, "epoch": 5})
+    monkeypatch.undo()
+    assert checkpoint.load(path)["epoch"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_load_refuses_pickled_code_and_reports_corrupt_files(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, evil)
+    with pytest.raises(ValueError, match="evil.pt"):
+        checkpoint.load(evil)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        checkpoint.load(bad)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load(tmp_path / "none.pt")
+
+
+def test_instance_record_is_aligned_with_indices_and_reset(tmp_path):
+    idx = torch.tensor([7, 2, 5, 9])
+    rec = InstanceRecorder(idx)
+    rec.log(torch.tensor([5, 7]), weight=torch.tensor([0.5, 2.0]), loss=torch.tensor([1.0, 3.0]), steps_to_flip=None)
+    rec.log(torch.tensor([2, 9]), weight=torch.tensor([1.5, 1.0]), loss=torch.tensor([0.1, 0.2]),
+            steps_to_flip=torch.tensor([3, 10]))
+    rec.save(tmp_path / "e.npz", epoch=3)
+    r = load_record(tmp_path / "e.npz")
+    assert r["idx"].tolist() == [7, 2, 5, 9] and int(r["epoch"]) == 3
+    assert r["weight"].tolist() == [2.0, 1.5, 0.5, 1.0]
+    assert np.allclose(r["loss"], [3.0, 0.1, 1.0, 0.2])
+    assert r["steps_to_flip"].tolist() == [-1, 3, -1, 10]
+    assert all(math.isnan(v) for v in rec.values["weight"][idx].tolist())
+
+
+def test_sanity_checks_flag_inconsistent_results():
+    ok = {"clean": 0.9, "fgsm": 0.6, "pgd-20": 0.5, "pgd-100": 0.48, "cw-20": 0.5, "autoattack": 0.45}
+    assert check_accuracies(ok, n=1000) == []
+    w = check_accuracies({**ok, "pgd-20": 0.95}, n=1000)
+    assert any("exceeds clean" in s for s in w) and any("weaker than pgd-20" in s for s in w)
+    assert any("autoattack" in s for s in check_accuracies({**ok, "autoattack": 0.55}, n=1000))
+    assert any("pgd-100" in s for s in check_accuracies({**ok, "pgd-100": 0.6}, n=1000))
+    assert check_eps_sweep({0.1: 0.5, 0.2: 0.3, 0.4: 0.0}, n=200) == []
+    assert len(check_eps_sweep({0.1: 0.5, 0.2: 0.6, 0.4: 0.0}, n=200)) == 1
