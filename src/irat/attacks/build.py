@@ -1,0 +1,116 @@
+"""Attacks by name, for evaluation and validation (METHODS.md §3.8, §5):
+``build(name, eps=..., norm=...) -> attack(model, x, y) -> AttackResult`` with ``logits_adv``
+always set (eval-mode model, no graph).
+
+Names:
+* ``clean``: x itself, logits under ``inference_mode``;
+* ``fgsm``: §3.1;
+* ``pgd-K``: PGD-K on CE, uniform start, step ε/4 (``step_size=`` overrides); ``pgd-KxR``
+  (e.g. ``pgd-20x5``) or ``restarts=R``: R restarts, keeping per sample the first restart that
+  misclassifies (the last restart's point when none does), so R restarts never succeed on fewer
+  points than the first one alone;
+* ``cw-K`` (also ``cw-KxR``): CW-K, κ = 50 (``kappa=``), uniform start, step ε/4 (§3.3);
+* ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-t``, ``fab-t``,
+  ``square``: one AutoAttack component with its standard settings.
+``eps = 0`` is allowed (every attack then returns x).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from irat.attacks.autoattack import COMPONENTS, autoattack
+from irat.attacks.fgsm import fgsm
+from irat.attacks.mode import eval_mode
+from irat.attacks.pgd import pgd
+from irat.attacks.threat import threat
+from irat.types import AttackResult
+
+Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
+_ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
+_PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
+_AA_KW = {"seed", "batch_size", "verbose"}
+
+
+def names() -> list[str]:
+    """The attack names ``build`` understands (K: the number of iterations, e.g. ``pgd-20``)."""
+    return ["clean", "fgsm", "pgd-K", "cw-K", "autoattack", *COMPONENTS]
+
+
+def clean(model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+    """No attack: ``x`` and its logits (eval mode, ``inference_mode``)."""
+    with eval_mode(model), torch.inference_mode():
+        return AttackResult(x_adv=x, logits_adv=model(x))
+
+
+def _fooled(res: AttackResult, y: Tensor) -> Tensor:
+    return res.logits_adv.argmax(1) != y
+
+
+def restarted_pgd(
+    model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, generator: torch.Generator | None = None, **kw
+) -> AttackResult:
+    """``restarts`` runs of ``pgd(..., **kw)``; per sample, the first run that misclassifies wins
+    (the last run's point when none does). Stops early once every sample is misclassified."""
+    best = pgd(model, x, y, generator=generator, final_logits=True, **kw)
+    for _ in range(restarts - 1):
+        keep = _fooled(best, y)
+        if bool(keep.all()):
+            break
+        new = pgd(model, x, y, generator=generator, final_logits=True, **kw)
+        m = keep.view(-1, *([1] * (x.dim() - 1)))
+        best = AttackResult(
+            x_adv=torch.where(m, best.x_adv, new.x_adv),
+            logits_adv=torch.where(keep[:, None], best.logits_adv, new.logits_adv),
+        )
+    return best
+
+
+def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
+    """The attack called ``name`` (see ``names()``) with radius ``eps`` in ``norm``.
+
+    Optional ``kw``: for ``pgd-K``/``cw-K``: ``step_size`` (default ε/4), ``restarts``,
+    ``generator`` (random starts), ``start``, ``kappa`` (cw); for the AutoAttack names: ``seed``,
+    ``batch_size``, ``verbose``. Options that do not concern the named attack are ignored;
+    unknown options are an error."""
+    unknown = set(kw) - _PGD_KW - _AA_KW
+    if unknown:
+        raise TypeError(f"build() got unknown options {sorted(unknown)}; valid: {sorted(_PGD_KW | _AA_KW)}")
+    threat(norm, eps)  # validates norm and eps (ValueError)
+    key = name.strip().lower()
+    if key == "clean":
+        return clean
+    if key == "fgsm":
+        return functools.partial(fgsm, eps=eps, norm=norm)
+    m = _ITERATIVE.fullmatch(key)
+    if m is not None:
+        kind, steps = m.group(1), int(m.group(2))
+        restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1) or 1)
+        if restarts < 1:
+            raise ValueError(f"{name!r}: the number of restarts must be >= 1")
+        step_size = kw.get("step_size")
+        return functools.partial(
+            restarted_pgd,
+            restarts=restarts,
+            generator=kw.get("generator"),
+            eps=eps,
+            steps=steps,
+            step_size=eps / 4 if step_size is None else step_size,
+            norm=norm,
+            loss="ce" if kind == "pgd" else "cw",
+            start=kw.get("start", "uniform"),
+            kappa=kw.get("kappa", 50.0),
+        )
+    aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
+    if key == "autoattack":
+        return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, **aa_kw)
+    if key in COMPONENTS:
+        return functools.partial(autoattack, eps=eps, norm=norm, attacks=[key], **aa_kw)
+    raise ValueError(
+        f"unknown attack {name!r}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20)"
+    )

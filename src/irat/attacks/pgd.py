@@ -1,0 +1,129 @@
+"""Projected gradient descent, one loop for every PGD-type attack (METHODS.md §3.1).
+
+    x⁰ = Π(x + δ⁰)                                     start: uniform | gauss_small | none
+    for k in 0..K−1:
+        z = f(xᵏ)
+        correctₖ = (argmax z == y)                     path record, BEFORE the update, same forward
+        g = ∇_{xᵏ} Σ_i loss_i(z)                       sum, so per-sample steps do not depend on B
+        xᵏ⁺¹ = Π(step(xᵏ, g, α))                       ℓ∞: sign step; ℓ2: per-sample normalised
+
+Losses (all maximised): ``ce`` = CE(z, y); ``kl`` = KL(p(x) ‖ p(x')) with p(x) from
+``logits_nat`` (detached) or one natural forward under no_grad (the TRADES inner maximisation);
+``cw`` = −clamp(z_y − max_{j≠y} z_j + κ, min=0) (CW-k, §3.3).
+
+Path record (``record_path=True``): ``steps_to_flip`` κ_i = Σ_{k<K} correct_{k,i} ∈ [0, K]
+(GAIRAT's least PGD steps; x^(K) is not counted); ``first_wrong`` the smallest k ∈ 0..K whose
+iterate is misclassified (K if none; x^(K) is checked with the final forward) and
+``x_first_wrong`` that iterate (x^(K) if none). All vectorised.
+
+Gradients are taken with ``torch.autograd.grad(loss, x_adv)`` with respect to the input only:
+no ``.backward()``, parameter ``.grad`` is never touched. BatchNorm choice (§1.1.4): the model runs
+in ``eval()`` mode for the whole attack (running statistics used, not updated; dropout off) and
+every submodule's previous mode is restored on exit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from irat import losses
+from irat.attacks.mode import eval_mode
+from irat.attacks.threat import STARTS, threat
+from irat.types import AttackResult
+
+LOSSES = ("ce", "kl", "cw")
+
+
+def _check(eps: float, steps: int, step_size: float, loss: str, start: str) -> None:
+    if not float(eps) >= 0:
+        raise ValueError(f"eps={eps} must be >= 0")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps={steps} must be a non-negative integer")
+    if not float(step_size) >= 0:
+        raise ValueError(f"step_size={step_size} must be >= 0")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown PGD loss {loss!r}; valid: {', '.join(LOSSES)}")
+    if start not in STARTS:
+        raise ValueError(f"unknown random start {start!r}; valid: {', '.join(STARTS)}")
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: str = "linf",
+    loss: str = "ce",
+    start: str = "uniform",
+    kappa: float = 50.0,
+    logits_nat: Tensor | None = None,
+    record_path: bool = False,
+    final_logits: bool = True,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """PGD with ``steps`` iterations of size ``step_size`` in the ``norm`` ball of radius ``eps``.
+
+    ``x`` [B, C, H, W] in [0, 1], ``y`` [B]. ``loss``: ``ce`` | ``kl`` | ``cw`` (κ = ``kappa``).
+    ``start``: ``uniform`` | ``gauss_small`` | ``none``, drawn from ``generator`` (the global RNG
+    when None). ``logits_nat``: p(x) for the ``kl`` loss (computed once under no_grad if None).
+    ``final_logits``: one more no-grad forward on x^(K) → ``logits_adv`` (the training step
+    passes False and recomputes them in train mode with a graph); with ``record_path`` that
+    forward is needed for ``first_wrong`` anyway and its logits are returned.
+    K = 0 returns the start x⁰ (= x for start ``none``); ε = 0 returns x for any K and start.
+    """
+    _check(eps, steps, step_size, loss, start)
+    ball = threat(norm, eps)
+    x = x.detach()
+    with eval_mode(model):
+        target = None
+        if loss == "kl":
+            if logits_nat is None:
+                with torch.no_grad():
+                    logits_nat = model(x)
+            target = logits_nat.detach()
+        x_adv = ball.random_start(x, start, generator)
+        if record_path:
+            batch = y.shape[0]
+            n_correct = torch.zeros(batch, dtype=torch.long, device=y.device)
+            first_wrong = torch.full((batch,), int(steps), dtype=torch.long, device=y.device)
+            found = torch.zeros(batch, dtype=torch.bool, device=y.device)
+            x_first = x_adv
+        for k in range(int(steps)):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                z = model(x_adv)
+                if loss == "ce":
+                    per_sample = losses.ce(z, y)
+                elif loss == "kl":
+                    per_sample = losses.kl(target, z)
+                else:
+                    per_sample = losses.cw(z, y, kappa)
+                (grad,) = torch.autograd.grad(per_sample.sum(), x_adv)
+            x_adv = x_adv.detach()
+            if record_path:
+                wrong = z.detach().argmax(1) != y
+                n_correct += (~wrong).long()
+                new = wrong & ~found
+                first_wrong = torch.where(new, torch.full_like(first_wrong, k), first_wrong)
+                x_first = torch.where(new.view(-1, *([1] * (x.dim() - 1))), x_adv, x_first)
+                found = found | wrong
+            x_adv = ball.project(ball.step(x_adv, grad, step_size), x)
+        logits_adv = None
+        if final_logits or record_path:
+            with torch.no_grad():
+                logits_adv = model(x_adv)
+    if not record_path:
+        return AttackResult(x_adv=x_adv, logits_adv=logits_adv if final_logits else None)
+    # x^(K): never wrong before → first_wrong stays K and the iterate is x^(K) either way.
+    x_first = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_first, x_adv)
+    return AttackResult(
+        x_adv=x_adv,
+        logits_adv=logits_adv,
+        steps_to_flip=n_correct,
+        first_wrong=first_wrong,
+        x_first_wrong=x_first,
+    )

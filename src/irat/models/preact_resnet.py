@@ -1,0 +1,57 @@
+"""Pre-activation ResNet-18 (He et al. 2016b), the CIFAR variant.
+
+3×3 stem convolution with 64 channels (no BN/ReLU, no max-pool), four stages of two
+pre-activation blocks (64, 128, 256, 512 channels, strides 1, 2, 2, 2), a final BN → ReLU,
+global average pooling (adaptive) and one linear layer. Block:
+``a = ReLU(BN(x)); y = conv3×3(ReLU(BN(conv3×3(a)))) + shortcut``, where the shortcut is ``x``
+or, when the shape changes, a 1×1 conv of ``a``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(a)
+        out = self.conv1(a)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    def __init__(self, channels: int, num_classes: int, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
+        stages, c_in = [], widths[0]
+        for i, (n, c) in enumerate(zip(blocks, widths)):
+            stride = 1 if i == 0 else 2
+            stage = [PreActBlock(c_in if j == 0 else c, c, stride if j == 0 else 1) for j in range(n)]
+            stages.append(nn.Sequential(*stage))
+            c_in = c
+        self.stages = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(c_in)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn(self.stages(self.stem(x))))
+        return self.fc(self.pool(out).flatten(1))
+
+
+def preact_resnet18(channels: int, image_size: tuple[int, int], num_classes: int) -> nn.Module:
+    return PreActResNet(channels, num_classes)
