@@ -1,0 +1,86 @@
+"""``Loader``: mini-batches from a split that stays on its device as one tensor.
+
+The permutation of each epoch depends only on ``(seed, epoch)`` (``set_epoch``), so an epoch can
+be replayed or resumed exactly; augmentation runs batched on the device with a generator seeded
+the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from irat.data.augmentation import augment as augment_batch
+from irat.data.spec import DatasetSpec
+from irat.data.split import Split
+from irat.types import Batch
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (e.g. ``(seed, epoch, stream)``)."""
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class Loader:
+    """Iterates over ``split`` in batches of ``batch_size``, yielding ``Batch(idx, x, y)``.
+
+    ``shuffle``: a new permutation each epoch, set by ``set_epoch(e)`` (epoch 0 until called);
+    ``augment``: apply ``augment(x, spec.crop_padding, spec.flip)`` to each batch (needs ``spec``);
+    ``drop_last``: skip the final incomplete batch. ``batch.idx`` holds the split's ``idx`` values.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: bool = False,
+        spec: DatasetSpec | None = None,
+        drop_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if augment and spec is None:
+            raise ValueError("Loader(augment=True) needs spec= (its crop_padding and flip)")
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.augment = bool(augment) and (spec.crop_padding > 0 or spec.flip)
+        self.spec = spec
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation and augmentation draws of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def order(self) -> torch.Tensor:
+        """The positions of this epoch's samples, in visiting order (on the split's device)."""
+        n = len(self.split)
+        if not self.shuffle:
+            return torch.arange(n, device=self.split.device)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0))
+        return torch.randperm(n, generator=g).to(self.split.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        split, bs = self.split, self.batch_size
+        order = self.order()
+        gen = None
+        if self.augment:
+            gen = torch.Generator(device=split.device).manual_seed(derive_seed(self.seed, self.epoch, 1))
+        for i in range(len(self)):
+            pos = order[i * bs : (i + 1) * bs]
+            x = split.x[pos]
+            if gen is not None:
+                x = augment_batch(x, self.spec.crop_padding, self.spec.flip, generator=gen)
+            yield Batch(split.idx[pos], x, split.y[pos])
