@@ -6,8 +6,9 @@ import sys
 
 
 def irat(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_help_lists_commands_and_choices():
@@ -29,9 +30,17 @@ def test_bad_input_gives_one_clear_error(tmp_path):
 
 def test_train_then_eval_on_a_users_npz(tiny_npz, tmp_path):
     out = tmp_path / "run"
-    common = ["--data.dataset=npz", f"--data.root={tiny_npz}", "--data.val_size=40", "--model.name=fc1",
-              "--train.epochs=2", "--train.batch_size=64", "--attack.eps=0.05", "--attack.steps=3",
-              "--train.progress=false"]
+    common = [
+        "--data.dataset=npz",
+        f"--data.root={tiny_npz}",
+        "--data.val_size=40",
+        "--model.name=fc1",
+        "--train.epochs=2",
+        "--train.batch_size=64",
+        "--attack.eps=0.05",
+        "--attack.steps=3",
+        "--train.progress=false",
+    ]
     r = irat("train", *common, "--out", out)
     assert r.returncode == 0, r.stderr
     assert "best epoch" in r.stdout

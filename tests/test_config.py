@@ -6,7 +6,10 @@ from irat.config import Config, ConfigError, from_dict, load
 
 
 def test_defaults_validate_and_overrides_are_typed(tmp_path):
-    cfg = load(None, ["--train.epochs=3", "--attack.eps=0.2", "--train.progress=false", "--eval.attacks=clean,pgd-20"])
+    cfg = load(
+        None,
+        ["--train.epochs=3", "--attack.eps=0.2", "--train.progress=false", "--eval.attacks=clean,pgd-20"],
+    )
     assert cfg.train.epochs == 3 and cfg.attack.eps == 0.2 and cfg.train.progress is False
     assert cfg.eval.attacks == ["clean", "pgd-20"]
     path = tmp_path / "c.yaml"

@@ -12,7 +12,10 @@ Z = torch.tensor
 
 def test_kl_matches_manual_sum_and_is_zero_on_equal_inputs():
     g = torch.Generator().manual_seed(0)
-    zp, zq = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    zp, zq = (
+        torch.randn(6, 5, generator=g, dtype=torch.float64),
+        torch.randn(6, 5, generator=g, dtype=torch.float64),
+    )
     p, q = zp.softmax(1), zq.softmax(1)
     manual = (p * (p.log() - q.log())).sum(1)
     assert torch.allclose(losses.kl(zp, zq), manual, atol=1e-10)
@@ -27,7 +30,12 @@ def test_kl_hand_value():
 
 @pytest.mark.parametrize(
     "logits,kappa,expected",
-    [((3.0, 1.0, 0.0), 0.0, -2.0), ((3.0, 1.0, 0.0), 50.0, -52.0), ((0.0, 5.0, 1.0), 50.0, -45.0), ((0.0, 5.0, 1.0), 0.0, 0.0)],
+    [
+        ((3.0, 1.0, 0.0), 0.0, -2.0),
+        ((3.0, 1.0, 0.0), 50.0, -52.0),
+        ((0.0, 5.0, 1.0), 50.0, -45.0),
+        ((0.0, 5.0, 1.0), 0.0, 0.0),
+    ],
 )
 def test_cw_reference_values(logits, kappa, expected):
     assert losses.cw(Z([logits]), Z([0]), kappa).item() == pytest.approx(expected)
@@ -47,7 +55,9 @@ def test_pm_range_sign_and_two_class_symmetry():
     assert ((pm >= -1) & (pm <= 1)).all()
     assert torch.equal(pm > 0, z.argmax(1) == y)
     z2 = torch.randn(50, 2, generator=g)
-    assert torch.allclose(losses.pm(z2, torch.zeros(50, dtype=torch.long)), -losses.pm(z2, torch.ones(50, dtype=torch.long)))
+    assert torch.allclose(
+        losses.pm(z2, torch.zeros(50, dtype=torch.long)), -losses.pm(z2, torch.ones(50, dtype=torch.long))
+    )
 
 
 def test_mc_margin_properties():
@@ -73,4 +83,6 @@ def test_bce_hand_value_and_lower_bound():
 
 def test_soft_ce_with_one_hot_equals_ce():
     z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    assert torch.allclose(losses.soft_ce(z, torch.nn.functional.one_hot(y, 3).float()), losses.ce(z, y), atol=1e-6)
+    assert torch.allclose(
+        losses.soft_ce(z, torch.nn.functional.one_hot(y, 3).float()), losses.ce(z, y), atol=1e-6
+    )

@@ -19,8 +19,15 @@ def _train(data, out, **kw):
 
 def test_two_epochs_of_at_on_real_fashion_mnist(fmnist_small, tmp_path):
     run = _train(fmnist_small, tmp_path / "at")
-    res = irat.evaluate(run.model, fmnist_small.test, attacks=["clean", "pgd-20"], eps=0.1, limit=500,
-                        progress=False, spec=fmnist_small.spec)
+    res = irat.evaluate(
+        run.model,
+        fmnist_small.test,
+        attacks=["clean", "pgd-20"],
+        eps=0.1,
+        limit=500,
+        progress=False,
+        spec=fmnist_small.spec,
+    )
     assert res.accuracy["clean"] > 0.5  # chance is 0.1
     assert res.accuracy["pgd-20"] < res.accuracy["clean"]
     assert res.n == 500 and len(res.per_class["clean"]) == 10

@@ -57,9 +57,18 @@ def test_checkpoint_load_refuses_pickled_code_and_reports_corrupt_files(tmp_path
 def test_instance_record_is_aligned_with_indices_and_reset(tmp_path):
     idx = torch.tensor([7, 2, 5, 9])
     rec = InstanceRecorder(idx)
-    rec.log(torch.tensor([5, 7]), weight=torch.tensor([0.5, 2.0]), loss=torch.tensor([1.0, 3.0]), steps_to_flip=None)
-    rec.log(torch.tensor([2, 9]), weight=torch.tensor([1.5, 1.0]), loss=torch.tensor([0.1, 0.2]),
-            steps_to_flip=torch.tensor([3, 10]))
+    rec.log(
+        torch.tensor([5, 7]),
+        weight=torch.tensor([0.5, 2.0]),
+        loss=torch.tensor([1.0, 3.0]),
+        steps_to_flip=None,
+    )
+    rec.log(
+        torch.tensor([2, 9]),
+        weight=torch.tensor([1.5, 1.0]),
+        loss=torch.tensor([0.1, 0.2]),
+        steps_to_flip=torch.tensor([3, 10]),
+    )
     rec.save(tmp_path / "e.npz", epoch=3)
     r = load_record(tmp_path / "e.npz")
     assert r["idx"].tolist() == [7, 2, 5, 9] and int(r["epoch"]) == 3
@@ -73,7 +82,7 @@ def test_sanity_checks_flag_inconsistent_results():
     ok = {"clean": 0.9, "fgsm": 0.6, "pgd-20": 0.5, "pgd-100": 0.48, "cw-20": 0.5, "autoattack": 0.45}
     assert check_accuracies(ok, n=1000) == []
     w = check_accuracies({**ok, "pgd-20": 0.95}, n=1000)
-    assert any("exceeds clean" in s for s in w) and any("weaker than pgd-20" in s for s in w)
+    assert any("exceeds clean" in s for s in w) and any("pgd-20 (0.9500) is weaker than fgsm" in s for s in w)
     assert any("autoattack" in s for s in check_accuracies({**ok, "autoattack": 0.55}, n=1000))
     assert any("pgd-100" in s for s in check_accuracies({**ok, "pgd-100": 0.6}, n=1000))
     assert check_eps_sweep({0.1: 0.5, 0.2: 0.3, 0.4: 0.0}, n=200) == []

@@ -1,10 +1,10 @@
 """irat: instance-reweighted adversarial training on PyTorch.
 
-    import irat
-    data  = irat.data.load("fashion-mnist", val_size=1000)
-    model = irat.models.create("tiny-cnn", dataset=data.spec)
-    run   = irat.train(model, data, method="at", epochs=30, eps=0.1, out="runs/at")
-    res   = irat.evaluate(model, data.test, attacks=["clean", "pgd-20", "cw-20", "autoattack"], eps=0.1)
+import irat
+data  = irat.data.load("fashion-mnist", val_size=1000)
+model = irat.models.create("tiny-cnn", dataset=data.spec)
+run   = irat.train(model, data, method="at", epochs=30, eps=0.1, out="runs/at")
+res   = irat.evaluate(model, data.test, attacks=["clean", "pgd-20", "cw-20", "autoattack"], eps=0.1)
 """
 
 __version__ = "0.1.0"

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/run", help="run directory to create (default: runs/run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
-    t.add_argument("--eval", action="store_true", help="evaluate the best checkpoint on the test split afterwards")
+    t.add_argument(
+        "--eval", action="store_true", help="evaluate the best checkpoint on the test split afterwards"
+    )
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bad = [a for a in extra if not (a.startswith("--") and "." in a.split("=")[0])]
     if bad or (extra and args.command != "train"):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)")
+        parser.error(
+            f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)"
+        )
     try:
         if args.command == "train":
             return _train(args, extra)
@@ -101,25 +105,41 @@ def _train(args, overrides: list[str]) -> int:
         overrides = [*overrides, f"--data.root={args.data_dir}"]
     if args.resume and RunDir(args.out).exists():
         if overrides or args.config:
-            print("irat: --resume uses the run's stored config; ignoring --config and overrides", file=sys.stderr)
+            print(
+                "irat: --resume uses the run's stored config; ignoring --config and overrides",
+                file=sys.stderr,
+            )
         cfg = config_from_run(args.out)
     else:
         cfg = load(args.config, overrides)
     torch.manual_seed(cfg.train.seed)
     data = irat.data.load(
-        cfg.data.dataset, root=cfg.data.root, val_size=cfg.data.val_size, seed=cfg.train.seed, limit=cfg.data.limit
+        cfg.data.dataset,
+        root=cfg.data.root,
+        val_size=cfg.data.val_size,
+        seed=cfg.train.seed,
+        limit=cfg.data.limit,
     )
     model = irat.models.create(cfg.model.name, dataset=data.spec)
     run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
     last = run.history[-1] if run.history else {}
     print(f"run: {run.dir}")
     if run.best_epoch >= 0:
-        print(f"best epoch {run.best_epoch} (validation {cfg.train.val_attack} accuracy {run.best_val_robust:.4f})")
+        val = f"validation {cfg.train.val_attack} accuracy {run.best_val_robust:.4f}"
+        print(f"best epoch {run.best_epoch} ({val})")
     if last:
         print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
     if args.eval:
-        return _eval(argparse.Namespace(run_dir=args.out, attacks=None, limit=None, checkpoint=None,
-                                        batch_size=None, data_dir=args.data_dir))
+        return _eval(
+            argparse.Namespace(
+                run_dir=args.out,
+                attacks=None,
+                limit=None,
+                checkpoint=None,
+                batch_size=None,
+                data_dir=args.data_dir,
+            )
+        )
     return 0
 
 

@@ -140,7 +140,9 @@ def train(
     device = pick_device(cfg.train.device)
     model.to(device)
     tc = cfg.train
-    optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
+    )
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
@@ -155,8 +157,12 @@ def train(
 
     train_split = data.train.to(device)
     val_split = data.val.to(device)
-    augment = cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
-    loader = Loader(train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec)
+    augment = (
+        cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
+    )
+    loader = Loader(
+        train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
+    )
     generator = torch.Generator(device=device)
     parts = build_step(cfg, generator)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
@@ -185,7 +191,9 @@ def train(
                 steps_to_flip=s.steps_to_flip,
             )
             n = len(batch)
-            sums += torch.stack([step.loss * n, (s.logits_adv.argmax(1) == s.y).sum().float(), sums.new_tensor(float(n))])
+            sums += torch.stack(
+                [step.loss * n, (s.logits_adv.argmax(1) == s.y).sum().float(), sums.new_tensor(float(n))]
+            )
         loss_sum, correct, count = sums.tolist()
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
@@ -195,9 +203,13 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            row["val_robust_acc"] = correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
+            row["val_robust_acc"] = (
+                correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
+            )
             with torch.inference_mode():
-                row["val_clean_acc"] = (model.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
+                row["val_clean_acc"] = (
+                    (model.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
+                )
             model.train()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
