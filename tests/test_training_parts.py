@@ -87,3 +87,6 @@ def test_sanity_checks_flag_inconsistent_results():
     assert any("pgd-100" in s for s in check_accuracies({**ok, "pgd-100": 0.6}, n=1000))
     assert check_eps_sweep({0.1: 0.5, 0.2: 0.3, 0.4: 0.0}, n=200) == []
     assert len(check_eps_sweep({0.1: 0.5, 0.2: 0.6, 0.4: 0.0}, n=200)) == 1
+    flat = check_eps_sweep({0.1: 0.5, 0.2: 0.5, 0.4: 0.5}, n=200)
+    assert len(flat) == 1 and "does not fall" in flat[0]
+    assert check_eps_sweep({0.1: 0.0, 0.2: 0.0, 0.4: 0.0}, n=200) == []

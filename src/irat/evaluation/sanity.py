@@ -5,7 +5,8 @@ caller prints them loudly.
 * robust accuracy above clean accuracy;
 * a stronger attack weaker than a weaker one (FGSM ≥ PGD ≥ AutoAttack, PGD-k non-increasing in
   k, CW-k ≥ AutoAttack, single AutoAttack components ≥ the full cascade);
-* accuracy not falling as ε grows.
+* accuracy rising as ε grows, or not falling at all from the smallest to the largest ε of the
+  sweep (at 4ε every undefended point should fall; a flat curve means the gradients are useless).
 """
 
 from __future__ import annotations
@@ -56,12 +57,20 @@ def check_accuracies(accuracy: dict[str, float], n: int) -> list[str]:
 
 
 def check_eps_sweep(sweep: dict[float, float], n: int) -> list[str]:
-    """``sweep`` maps ε → robust accuracy; warn where accuracy rises as ε grows."""
+    """``sweep`` maps ε → robust accuracy; warn where accuracy rises as ε grows, and when it does
+    not fall at all between the smallest and the largest ε (unless it is already 0)."""
     tol = 1.0 / max(n, 1) + 1e-9
     eps = sorted(sweep)
-    return [
+    warnings = [
         f"accuracy rises from {sweep[a]:.4f} at eps={a:g} to {sweep[b]:.4f} at eps={b:g}: "
         "accuracy must not grow with the attack radius (gradient masking?)"
         for a, b in zip(eps, eps[1:])
         if sweep[b] > sweep[a] + tol
     ]
+    lo, hi = (eps[0], eps[-1]) if eps else (None, None)
+    if len(eps) > 1 and sweep[lo] > 0 and sweep[hi] >= sweep[lo] - tol / 2:
+        warnings.append(
+            f"accuracy does not fall from eps={lo:g} ({sweep[lo]:.4f}) to eps={hi:g} ({sweep[hi]:.4f}): "
+            "a working attack drives accuracy towards 0 as the radius grows (gradient masking?)"
+        )
+    return warnings

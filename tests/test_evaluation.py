@@ -1,0 +1,102 @@
+"""``irat.evaluate`` on a small trained model: per-sample, per-class and worst-case bookkeeping,
+the attacks it names (AutoAttack included, on a few dozen images), saved results, and the sanity
+warnings on a model that masks its gradients."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import irat
+
+
+def _toy(n, seed):
+    """4 classes on 1×8×8 images: the class is the bright quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = 0.25 * torch.rand(n, 1, 8, 8, generator=g)
+    for c in range(4):
+        r, col = divmod(c, 2)
+        x[y == c, :, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 0.7
+    return SimpleNamespace(x=x, y=y)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    data = _toy(512, 0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(150):
+        loss = nn.functional.cross_entropy(model(data.x), data.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_per_sample_per_class_and_worst_case_are_consistent(trained, tmp_path):
+    test = _toy(200, 1)
+    attacks = ["clean", "fgsm", "pgd-10", "cw-10"]
+    res = irat.evaluate(trained, test, attacks, eps=0.3, limit=120, progress=False, sanity=False)
+    assert res.n == 120 and set(res.accuracy) == {*attacks, "worst-case"}
+    with torch.inference_mode():
+        clean = trained(test.x[:120]).argmax(1) == test.y[:120]
+    assert torch.equal(res.per_sample["clean"], clean)
+    assert res.accuracy["clean"] > 0.9  # the model has learnt the toy problem
+    assert res.accuracy["pgd-10"] < res.accuracy["clean"] - 0.2  # and ε = 0.3 breaks it
+    worst = torch.stack([res.per_sample[a] for a in attacks]).all(0)
+    assert torch.equal(res.per_sample["worst-case"], worst)
+    assert res.accuracy["worst-case"] == pytest.approx(worst.float().mean().item())
+    assert res.accuracy["worst-case"] <= min(res.accuracy[a] for a in attacks)
+    y = test.y[:120]
+    for c in range(4):
+        expect = res.per_sample["pgd-10"][y == c].float().mean().item()
+        assert res.per_class["pgd-10"][c] == pytest.approx(expect)
+    res.save(tmp_path)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["n"] == 120 and saved["accuracy"]["fgsm"] == pytest.approx(res.accuracy["fgsm"])
+    assert "on 120 test images" in (tmp_path / "eval.md").read_text()
+
+
+def test_autoattack_through_evaluate_is_at_least_as_strong_as_pgd(trained):
+    test = _toy(64, 2)
+    res = irat.evaluate(
+        trained, test, ["clean", "pgd-10", "autoattack"], eps=0.3, limit=32, progress=False, sanity=False
+    )
+    assert res.n == 32
+    assert res.accuracy["autoattack"] <= res.accuracy["pgd-10"] + 1 / 32
+    assert res.accuracy["autoattack"] < res.accuracy["clean"]
+
+
+class _Masked(nn.Module):
+    """Gradient masking by construction: the input is quantised to 2 levels before the network,
+    so input gradients are zero and PGD never moves."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        q = (x > 0.5).float()
+        return self.net(q + 0 * x)
+
+
+def test_sanity_checks_warn_on_a_gradient_masking_model(trained, capsys):
+    test = _toy(100, 3)
+    masked = _Masked(trained)
+    res = irat.evaluate(masked, test, ["clean", "pgd-10"], eps=0.1, progress=False)
+    assert any("does not fall" in w for w in res.warnings)
+    assert "WARNING (irat.evaluate)" in capsys.readouterr().err
+    # the same model without the quantisation passes the checks
+    assert irat.evaluate(trained, test, ["clean", "pgd-10"], eps=0.1, progress=False).warnings == []
+
+
+def test_bad_arguments_fail_clearly(trained):
+    test = _toy(10, 4)
+    with pytest.raises(ValueError, match="eps"):
+        irat.evaluate(trained, test, ["clean"], eps=-1, progress=False)
+    with pytest.raises(ValueError, match="unknown"):
+        irat.evaluate(trained, test, ["pgd-ten"], eps=0.1, progress=False)
