@@ -17,7 +17,9 @@ iterate is misclassified (K if none; x^(K) is checked with the final forward) an
 ``x_first_wrong`` that iterate (x^(K) if none). All vectorised.
 
 Gradients are taken with ``torch.autograd.grad(loss, x_adv)`` with respect to the input only:
-no ``.backward()``, parameter ``.grad`` is never touched. BatchNorm choice (§1.1.4): the model runs
+no ``.backward()``, parameter ``.grad`` is never touched, and the parameters are frozen
+(``requires_grad=False``) for the duration of the attack so that no layer even records what a
+parameter gradient would need. BatchNorm choice (§1.1.4): the model runs
 in ``eval()`` mode for the whole attack (running statistics used, not updated; dropout off) and
 every submodule's previous mode is restored on exit.
 """
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from irat import losses
-from irat.attacks.mode import eval_mode
+from irat.attacks.mode import eval_mode, frozen_parameters
 from irat.attacks.threat import STARTS, threat
 from irat.types import AttackResult
 
@@ -78,7 +80,7 @@ def pgd(
     _check(eps, steps, step_size, loss, start)
     ball = threat(norm, eps)
     x = x.detach()
-    with eval_mode(model):
+    with eval_mode(model), frozen_parameters(model):
         target = None
         if loss == "kl":
             if logits_nat is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from irat.models._shapes import conv_out
+from irat.models.conv import Conv2d
 
 
 def tiny_cnn(channels: int, image_size: tuple[int, int], num_classes: int) -> nn.Module:
@@ -17,7 +18,7 @@ def tiny_cnn(channels: int, image_size: tuple[int, int], num_classes: int) -> nn
     for _ in range(2):
         h, w = conv_out(h, 4, 2, 1), conv_out(w, 4, 2, 1)
     return nn.Sequential(
-        nn.Conv2d(channels, 16, 4, stride=2, padding=1),
+        Conv2d(channels, 16, 4, stride=2, padding=1),  # fast input gradient (models/conv.py)
         nn.ReLU(inplace=True),
         nn.Conv2d(16, 32, 4, stride=2, padding=1),
         nn.ReLU(inplace=True),
