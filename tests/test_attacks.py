@@ -503,6 +503,8 @@ def test_names():
         "apgd-t",
         "fab-t",
         "square",
+        "apgd-ce+square",
+        "apgd-t+fab-t+square",
     ],
 )
 def test_build_parses_names(name):
@@ -510,10 +512,30 @@ def test_build_parses_names(name):
     assert callable(build(name, eps=0.0, norm="l2"))
 
 
-@pytest.mark.parametrize("name", ["foo", "pgd", "pgd-", "pgd-x5", "cw-abc", "pgd-20-r5", "auto-attack", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "foo",
+        "pgd",
+        "pgd-",
+        "pgd-x5",
+        "cw-abc",
+        "pgd-20-r5",
+        "auto-attack",
+        "",
+        "apgd-ce+pgd-20",
+        "square+square",
+    ],
+)
 def test_build_unknown_name_lists_valid_names(name):
     with pytest.raises(ValueError, match="valid names: clean, fgsm, pgd-K"):
         build(name, eps=0.1)
+
+
+def test_custom_autoattack_list_runs_exactly_the_named_components():
+    attack = build("apgd-t+square", eps=0.1, seed=3)
+    assert attack.keywords["attacks"] == ["apgd-t", "square"] and attack.keywords["seed"] == 3
+    assert build("autoattack", eps=0.1).keywords["attacks"] is None  # the standard cascade
 
 
 def test_build_errors():

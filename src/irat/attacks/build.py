@@ -11,7 +11,8 @@ Names:
   points than the first one alone;
 * ``cw-K`` (also ``cw-KxR``): CW-K, κ = 50 (``kappa=``), uniform start, step ε/4 (§3.3);
 * ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-t``, ``fab-t``,
-  ``square``: one AutoAttack component with its standard settings.
+  ``square``: one AutoAttack component with its standard settings; a ``+``-joined list of them
+  (``apgd-ce+square``) runs that custom cascade.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -109,8 +110,10 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, **aa_kw)
-    if key in COMPONENTS:
-        return functools.partial(autoattack, eps=eps, norm=norm, attacks=[key], **aa_kw)
+    listed = key.split("+")
+    if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
+        return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)
     raise ValueError(
-        f"unknown attack {name!r}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20)"
+        f"unknown attack {name!r}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20; "
+        "AutoAttack components can be joined with '+', e.g. apgd-ce+square)"
     )
