@@ -13,13 +13,17 @@ from torch import Tensor, nn
 
 
 class PreActBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    """The pre-activation block, shared with the WideResNet (which adds dropout between the two
+    convolutions: ``conv3×3(dropout(ReLU(BN(conv3×3(a)))))``)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float = 0.0):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
         self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.shortcut: nn.Module | None = None
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
@@ -27,8 +31,7 @@ class PreActBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         a = self.relu(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(a)
-        out = self.conv1(a)
-        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(a)))))
         return out + skip
 
 

@@ -19,6 +19,8 @@ import re
 
 from torch import Tensor, nn
 
+from irat.models.preact_resnet import PreActBlock
+
 _NAME = re.compile(r"wrn-(\d+)-(\d+)")
 
 
@@ -44,26 +46,6 @@ def parse_wrn(name: str) -> tuple[int, int] | None:
     return n, widen
 
 
-class WideBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = self.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(a)
-        out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(a)))))
-        return out + skip
-
-
 class WideResNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, blocks: int, widen: int, dropout: float = 0.0):
         super().__init__()
@@ -72,8 +54,8 @@ class WideResNet(nn.Module):
         self.stem = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
         groups, c_in = [], widths[0]
         for c, stride in zip(widths[1:], (1, 2, 2)):
-            blocks = [WideBlock(c_in if j == 0 else c, c, stride if j == 0 else 1, dropout) for j in range(n)]
-            groups.append(nn.Sequential(*blocks))
+            group = [PreActBlock(c if j else c_in, c, 1 if j else stride, dropout) for j in range(n)]
+            groups.append(nn.Sequential(*group))
             c_in = c
         self.groups = nn.Sequential(*groups)
         self.bn = nn.BatchNorm2d(c_in)
