@@ -32,6 +32,7 @@ def test_defaults_validate_and_overrides_are_typed(tmp_path):
         ({"train": {"epochs": "ten"}}, "must be an integer"),
         ({"train": {"progress": 1}}, "true or false"),
         ({"train": {"milestones": [30, 60]}}, "fractions"),
+        ({"eval": {"step_size": -0.01}}, "eval.step_size=-0.01 must be > 0"),
     ],
 )
 def test_bad_values_give_one_clear_error(values, fragment):

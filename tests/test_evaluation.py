@@ -61,6 +61,14 @@ def test_per_sample_per_class_and_worst_case_are_consistent(trained, tmp_path):
     assert "on 120 test images" in (tmp_path / "eval.md").read_text()
 
 
+def test_step_size_reaches_the_pgd_attacks(trained):
+    test = _toy(200, 5)
+    default = irat.evaluate(trained, test, ["pgd-10"], eps=0.3, progress=False, sanity=False)
+    frozen = irat.evaluate(trained, test, ["pgd-10"], eps=0.3, step_size=0.0, progress=False, sanity=False)
+    # step 0: only the random start remains, which barely hurts a model that PGD breaks
+    assert frozen.accuracy["pgd-10"] > default.accuracy["pgd-10"] + 0.2
+
+
 def test_autoattack_through_evaluate_is_at_least_as_strong_as_pgd(trained):
     test = _toy(64, 2)
     res = irat.evaluate(

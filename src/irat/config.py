@@ -70,6 +70,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate on the first N test images (None: all; tables state N)
     batch_size: int = 500
     checkpoint: str = "best"  # best | last
+    step_size: float | None = None  # PGD-k / CW-k step (None: eps/4); restarts via names, e.g. pgd-20x5
 
 
 @dataclass
@@ -208,6 +209,7 @@ def validate(cfg: Config) -> None:
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
         ("eval.batch_size", cfg.eval.batch_size >= 1, "must be >= 1"),
+        ("eval.step_size", cfg.eval.step_size is None or cfg.eval.step_size > 0, "must be > 0"),
     ]
     for name, ok, rule in checks:
         if not ok:

@@ -178,6 +178,7 @@ def _eval(args) -> int:
         seed=cfg.train.seed,
         progress=cfg.train.progress,
         spec=data.spec,
+        step_size=cfg.eval.step_size,
     )
     res.save(Path(args.run_dir))
     print(f"checkpoint: {path}")

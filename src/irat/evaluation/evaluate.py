@@ -101,6 +101,7 @@ def evaluate(
     progress: bool = True,
     sanity: bool = True,
     spec=None,
+    step_size: float | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
@@ -108,6 +109,8 @@ def evaluate(
     "cw-20", "autoattack", "apgd-ce", ...). ``limit``: the first N images. Attacks are seeded
     with ``seed``. ``sanity``: run the checks of ``irat.evaluation.sanity`` (plus an ε sweep of
     PGD-20) and print warnings to stderr. ``spec``: the ``DatasetSpec``, for class names.
+    ``step_size``: the step of PGD-k and CW-k (default ε/4); restarts are part of the name
+    (``pgd-20x5``).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
@@ -122,7 +125,7 @@ def evaluate(
     with torch.inference_mode():
         n_cls = model.eval()(x[:1]).shape[1]
     model.train(was_training)
-    built = {name: attack_lib.build(name, eps=eps, norm=norm) for name in attacks}
+    built = {name: attack_lib.build(name, eps=eps, norm=norm, step_size=step_size) for name in attacks}
 
     per_sample: dict[str, Tensor] = {}
     for name, attack in built.items():
