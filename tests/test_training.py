@@ -38,6 +38,7 @@ def test_two_epochs_of_at_on_real_fashion_mnist(fmnist_small, tmp_path):
     assert cfg["train"]["method"] == "at" and cfg["model"]["name"] == "fc1" and "irat_version" in cfg
     rec = irat.training.records.load_record(d.record_path(1))
     assert len(rec["idx"]) == len(fmnist_small.train) and (rec["weight"] == 1).all()
+    assert (rec["y"] == fmnist_small.train.y.numpy()).all()
     assert (rec["loss"] > 0).all() and ((rec["p_true"] >= 0) & (rec["p_true"] <= 1)).all()
 
 

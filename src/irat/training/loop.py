@@ -166,7 +166,7 @@ def train(
     generator = torch.Generator(device=device)
     parts = build_step(cfg, generator)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
-    recorder = InstanceRecorder(train_split.idx)
+    recorder = InstanceRecorder(train_split.idx, train_split.y)
 
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()

@@ -21,10 +21,12 @@ FIELDS = ("weight", "loss", "p_true", "steps_to_flip")
 
 
 class InstanceRecorder:
-    """``idx`` [N]: the dataset indices of the training split, on the training device."""
+    """``idx`` [N]: the dataset indices of the training split, on the training device; ``y`` [N]
+    their labels (stored with every epoch so that the analysis needs no dataset)."""
 
-    def __init__(self, idx: Tensor):
+    def __init__(self, idx: Tensor, y: Tensor | None = None):
         self.idx = idx
+        self.y = y
         size = int(idx.max()) + 1 if len(idx) else 0
         self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS}
 
@@ -40,6 +42,8 @@ class InstanceRecorder:
         stf = arrays["steps_to_flip"]
         arrays["steps_to_flip"] = np.where(np.isnan(stf), -1, stf).astype(np.int16)
         buf = io.BytesIO()
+        if self.y is not None:
+            arrays["y"] = self.y.cpu().numpy().astype(np.int64)
         np.savez_compressed(buf, idx=self.idx.cpu().numpy(), epoch=np.int64(epoch), **arrays)
         atomic_write_bytes(path, buf.getvalue())
         for v in self.values.values():
