@@ -623,3 +623,56 @@ def test_fab_leaves_grads_and_mode_alone(trained):
     assert (res.logits_adv.argmax(1) != y).all()  # FAB ran (and broke the points)
     assert model.training and all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ---------------------------------------------------------------- path logits and FAT's early stop
+
+
+def test_first_wrong_logits_are_the_logits_of_the_first_wrong_iterate(trained):
+    model, x, y = trained
+    model = copy.deepcopy(model).double()
+    x, y = x[:40].double(), y[:40]
+    res = pgd(model, x, y, eps=0.35, steps=10, step_size=0.04, start="none", record_path=True)
+    with torch.no_grad():
+        expected = model(res.x_first_wrong)
+    assert torch.allclose(res.logits_first_wrong, expected, atol=1e-10)
+    never = res.first_wrong == 10
+    assert torch.equal(res.logits_first_wrong[never], res.logits_adv[never])
+
+
+def test_early_stop_with_a_budget_of_at_least_k_and_no_noise_is_plain_pgd(trained):
+    """METHODS.md §7.1.10, first half."""
+    model, x, y = trained
+    kw = dict(eps=0.35, steps=10, step_size=0.04)
+    plain = pgd(model, x, y, generator=_generator(5), **kw)
+    early = pgd(model, x, y, generator=_generator(5), tau=10, noise=0.0, **kw)
+    assert torch.equal(plain.x_adv, early.x_adv)
+
+
+def test_early_stop_with_zero_budget_freezes_misclassified_points(trained):
+    """§7.1.10, second half: every frozen output is misclassified, and it stops moving once
+    frozen, so it is closer to x than a full run's point."""
+    model, x, y = trained
+    kw = dict(eps=0.35, steps=10, step_size=0.04, start="none")
+    early = pgd(model, x, y, tau=0, **kw)
+    full = pgd(model, x, y, **kw)
+    wrong = early.logits_adv.argmax(1) != y
+    stopped = (early.x_adv - full.x_adv).flatten(1).abs().amax(1) > 0
+    assert stopped.any() and wrong[stopped].all()
+    dist_early = (early.x_adv - x).flatten(1).abs().amax(1)
+    dist_full = (full.x_adv - x).flatten(1).abs().amax(1)
+    assert (dist_early[stopped] <= dist_full[stopped] + 1e-6).all()
+    # a larger budget lets points travel further past the boundary
+    later = pgd(model, x, y, tau=2, **kw)
+    assert (later.x_adv - x).abs().sum() > (early.x_adv - x).abs().sum()
+
+
+def test_early_stop_noise_is_seeded_and_stays_in_the_ball(trained):
+    model, x, y = trained
+    kw = dict(eps=0.1, steps=5, step_size=0.03, tau=1, noise=0.001)
+    a = pgd(model, x, y, generator=_generator(1), **kw)
+    b = pgd(model, x, y, generator=_generator(1), **kw)
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert (a.x_adv - x).abs().max() <= 0.1 + 1e-6 and a.x_adv.min() >= 0 and a.x_adv.max() <= 1
+    with pytest.raises(ValueError, match="tau"):
+        pgd(model, x, y, tau=-1, **{k: v for k, v in kw.items() if k != "tau"})

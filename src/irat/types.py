@@ -38,7 +38,8 @@ class AttackResult:
     ``steps_to_flip`` [B] long or None: GAIRAT's κ, the number of correctly classified iterates
         among x^(0..K-1) (METHODS.md §3.1); only with ``record_path=True``.
     ``first_wrong`` [B] long or None: the smallest k in 0..K whose iterate x^(k) is misclassified
-        (K if none); ``x_first_wrong`` [B, C, H, W] that iterate (x^(K) when never wrong).
+        (K if none); ``x_first_wrong`` [B, C, H, W] that iterate (x^(K) when never wrong) and
+        ``logits_first_wrong`` [B, n] its logits from the attack's own forward (MAIL's PM_dif).
     """
 
     x_adv: Tensor
@@ -46,6 +47,7 @@ class AttackResult:
     steps_to_flip: Tensor | None = None
     first_wrong: Tensor | None = None
     x_first_wrong: Tensor | None = None
+    logits_first_wrong: Tensor | None = None
 
 
 @dataclass(frozen=True)

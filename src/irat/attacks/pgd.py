@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from irat import losses
 from irat.attacks.mode import eval_mode, frozen_parameters
-from irat.attacks.threat import STARTS, threat
+from irat.attacks.threat import STARTS, gaussian, threat
 from irat.types import AttackResult
 
 LOSSES = ("ce", "kl", "cw")
@@ -66,6 +66,8 @@ def pgd(
     record_path: bool = False,
     final_logits: bool = True,
     generator: torch.Generator | None = None,
+    tau: int | None = None,
+    noise: float = 0.0,
 ) -> AttackResult:
     """PGD with ``steps`` iterations of size ``step_size`` in the ``norm`` ball of radius ``eps``.
 
@@ -76,8 +78,15 @@ def pgd(
     passes False and recomputes them in train mode with a graph); with ``record_path`` that
     forward is needed for ``first_wrong`` anyway and its logits are returned.
     K = 0 returns the start x⁰ (= x for start ``none``); ε = 0 returns x for any K and start.
+
+    Early stopping (FAT, §3.6) with ``tau`` (per-sample budget τ ≥ 0, None: off): at iterate k a
+    misclassified sample with budget 0 is frozen (returned as it is), a misclassified one with
+    budget > 0 spends one unit, and only samples not frozen step, by
+    ``Π(x + α·sign(g) + noise·N(0, I))`` (FAT's ω = 0.001; drawn from ``generator``).
     """
     _check(eps, steps, step_size, loss, start)
+    if tau is not None and (int(tau) != tau or tau < 0):
+        raise ValueError(f"tau={tau} must be a non-negative integer (FAT's early-stop budget)")
     ball = threat(norm, eps)
     x = x.detach()
     with eval_mode(model), frozen_parameters(model):
@@ -93,7 +102,10 @@ def pgd(
             n_correct = torch.zeros(batch, dtype=torch.long, device=y.device)
             first_wrong = torch.full((batch,), int(steps), dtype=torch.long, device=y.device)
             found = torch.zeros(batch, dtype=torch.bool, device=y.device)
-            x_first = x_adv
+            x_first, z_first = x_adv, None
+        if tau is not None:
+            budget = torch.full(y.shape, int(tau), dtype=torch.long, device=y.device)
+            frozen = torch.zeros(y.shape, dtype=torch.bool, device=y.device)
         for k in range(int(steps)):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
@@ -112,8 +124,18 @@ def pgd(
                 new = wrong & ~found
                 first_wrong = torch.where(new, torch.full_like(first_wrong, k), first_wrong)
                 x_first = torch.where(new.view(-1, *([1] * (x.dim() - 1))), x_adv, x_first)
+                z_first = z.detach() if z_first is None else torch.where(new[:, None], z.detach(), z_first)
                 found = found | wrong
-            x_adv = ball.project(ball.step(x_adv, grad, step_size), x)
+            if tau is None:
+                x_adv = ball.project(ball.step(x_adv, grad, step_size), x)
+                continue
+            wrong = z.detach().argmax(1) != y
+            frozen = frozen | (wrong & (budget == 0))
+            budget = budget - (wrong & ~frozen).long()
+            moved = ball.step(x_adv, grad, step_size)
+            if noise > 0:
+                moved = moved + noise * gaussian(x_adv.shape, x_adv, generator)
+            x_adv = torch.where(frozen.view(-1, *([1] * (x.dim() - 1))), x_adv, ball.project(moved, x))
         logits_adv = None
         if final_logits or record_path:
             with torch.no_grad():
@@ -122,10 +144,12 @@ def pgd(
         return AttackResult(x_adv=x_adv, logits_adv=logits_adv if final_logits else None)
     # x^(K): never wrong before → first_wrong stays K and the iterate is x^(K) either way.
     x_first = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_first, x_adv)
+    z_first = logits_adv if z_first is None else torch.where(found[:, None], z_first, logits_adv)
     return AttackResult(
         x_adv=x_adv,
         logits_adv=logits_adv,
         steps_to_flip=n_correct,
         first_wrong=first_wrong,
         x_first_wrong=x_first,
+        logits_first_wrong=z_first,
     )

@@ -22,7 +22,8 @@ NORMS = ("linf", "l2")
 GAUSS_SMALL_STD = 0.001
 
 
-def _randn(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
+def gaussian(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise of ``shape``, dtype and device of ``like``, from ``generator``."""
     device = generator.device if generator is not None else like.device
     return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
@@ -61,7 +62,7 @@ class Threat:
         if kind == "uniform":
             delta = self._uniform(x, generator)
         elif kind == "gauss_small":
-            delta = GAUSS_SMALL_STD * _randn(x.shape, x, generator)
+            delta = GAUSS_SMALL_STD * gaussian(x.shape, x, generator)
         else:
             raise ValueError(f"unknown random start {kind!r}; valid: {', '.join(STARTS)}")
         return self.project(x.detach() + delta, x)
@@ -111,7 +112,7 @@ class L2(Threat):
         return x_adv + step_size * grad / (_l2(grad) + 1e-12)
 
     def _uniform(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        g = _randn(x.shape, x, generator)
+        g = gaussian(x.shape, x, generator)
         u = _rand((x.shape[0],), x, generator).view(-1, *([1] * (x.dim() - 1)))
         return self.eps * u * g / (_l2(g) + 1e-12)
 
