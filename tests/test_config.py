@@ -41,8 +41,20 @@ def test_bad_values_give_one_clear_error(values, fragment):
     assert fragment in str(e.value)
 
 
+def test_bare_keys_resolve_to_their_only_section():
+    cfg = load(None, ["--epochs=3", "--weighting=vir", "--objective=mart", "--gamma=2"])
+    assert cfg.train.epochs == 3 and cfg.weighting.scheme == "vir" and cfg.train.objective == "mart"
+    assert cfg.weighting.gamma == 2.0
+    with pytest.raises(ConfigError, match="weighting.scheme='softmax' is not valid; choose one of: uniform"):
+        load(None, ["--weighting=softmax"])
+
+
 def test_malformed_override_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="--section.key=value"):
-        load(None, ["--epochs=3"])
+        load(None, ["--train.epochs"])
+    with pytest.raises(ConfigError, match="unknown option --epoch"):
+        load(None, ["--epoch=3"])
+    with pytest.raises(ConfigError, match="--train.batch_size, --eval.batch_size"):
+        load(None, ["--batch_size=64"])
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.yaml")

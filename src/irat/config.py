@@ -45,10 +45,25 @@ class AttackConfig:
 
 
 @dataclass
+class WeightingConfig:
+    """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
+
+    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any works with any objective)
+    burn_in: int | None = None  # epochs with all-ones weights; None: the paper's share of training
+    alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score)
+    gamma: float | None = None  # MAIL slope γ; VIR γ
+    beta: float | None = None  # MAIL bias β; VIR floor β
+    margin: str | None = None  # MAIL: adv | nat | dif; WMMR: adv | nat
+    lam: float | None = None  # GAIRAT λ
+    lam_schedule: str | None = None  # GAIRAT: fixed | linear | piecewise
+    normalize: str | None = None  # MAIL: batch (mean-one weights) | const3 (the MAIL code's 3·w)
+
+
+@dataclass
 class TrainConfig:
     method: str = "at"  # a name from `irat.methods.names()`
     objective: str | None = None  # override the method's objective (natural | at | trades | mart)
-    beta: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
+    trade_off: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1
@@ -56,8 +71,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
     schedule: str = "piecewise"  # piecewise | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
-    gamma: float = 0.1  # piecewise decay factor at each milestone
-    burn_in: int = 0  # epochs with all-ones instance weights (reweighting methods)
+    lr_decay: float = 0.1  # piecewise: the lr is multiplied by this at each milestone
     val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -79,13 +93,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+SECTIONS = typing.get_type_hints(Config)
 
 
 def from_dict(values: dict) -> Config:
@@ -113,11 +128,24 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     for item in overrides or []:
         key, sep, raw = item.removeprefix("--").partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot:
+        if not sep:
             raise ConfigError(f"override {item!r} must look like --section.key=value (e.g. --train.epochs=5)")
+        section, name = key.split(".", 1) if "." in key else _bare(key)
         values.setdefault(section, {})[name] = yaml.safe_load(raw) if raw != "" else None
     return from_dict(values)
+
+
+def _bare(key: str) -> tuple[str, str]:
+    """``--epochs=5`` means ``--train.epochs=5`` when exactly one section has that key;
+    ``--weighting=vir`` means ``--weighting.scheme=vir``."""
+    if key == "weighting":
+        return "weighting", "scheme"
+    owners = [s for s, t in SECTIONS.items() if key in {f.name for f in dataclasses.fields(t)}]
+    if len(owners) == 1:
+        return owners[0], key
+    if owners:
+        raise ConfigError(f"--{key} is ambiguous; write one of: {', '.join(f'--{s}.{key}' for s in owners)}")
+    raise ConfigError(f"unknown option --{key}; write --section.key=value (e.g. --train.epochs=5)")
 
 
 def _section(cfg: Config, section: str):
@@ -195,6 +223,15 @@ def validate(cfg: Config) -> None:
     if cfg.attack.start is not None:
         _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
     _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
+    w = cfg.weighting
+    for name, value, choices in [
+        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir"]),
+        ("weighting.margin", w.margin, ["adv", "nat", "dif"]),
+        ("weighting.lam_schedule", w.lam_schedule, ["fixed", "linear", "piecewise"]),
+        ("weighting.normalize", w.normalize, ["batch", "const3"]),
+    ]:
+        if value is not None:
+            _choice(name, value, choices)
     checks = [
         ("attack.eps", cfg.attack.eps >= 0, "must be >= 0"),
         ("attack.steps", cfg.attack.steps >= 0, "must be >= 0"),
@@ -205,7 +242,7 @@ def validate(cfg: Config) -> None:
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
-        ("train.burn_in", cfg.train.burn_in >= 0, "must be >= 0"),
+        ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
         ("eval.batch_size", cfg.eval.batch_size >= 1, "must be >= 1"),

@@ -8,7 +8,7 @@ weighting combines with any objective.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,17 +17,42 @@ class Recipe:
 
     ``objective``: key of ``irat.objectives.OBJECTIVES``. ``attack_loss``: the PGD loss of the
     training attack (``None``: no attack, plain training). ``start``: PGD random start.
-    ``weighting``: instance-weighting scheme (``uniform`` = all ones). ``beta``: the objective's
-    trade-off (TRADES' 1/λ, MART's β); ``None`` when the objective has none. ``paper``: source.
+    ``trade_off``: the objective's trade-off (TRADES' 1/λ, MART's β); ``None`` when it has none.
+    ``weighting``: the instance-weighting scheme (``irat.weighting.make``) and ``params`` its
+    hyper-parameters. ``burn_in``: the share of training with all-ones weights in the paper
+    (0.75 = "the first 75 of 100 epochs"); ``irat.train`` scales it to the epochs it runs, rounding
+    to whole epochs, unless ``weighting.burn_in`` gives a number of epochs. ``early_stop``: FAT's
+    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``paper``: the source.
     """
 
     name: str
     objective: str
     attack_loss: str | None
     start: str
+    trade_off: float | None = None
     weighting: str = "uniform"
-    beta: float | None = None
+    params: dict = field(default_factory=dict)
+    burn_in: float = 0.0
+    early_stop: bool = False
     paper: str = ""
+
+
+MAIL_BURN_IN = 0.75
+"""MAIL and VIR reweight from the first lr decay, epoch 75 of 100 (METHODS.md §4.8, §4.9)."""
+
+GAIRAT_BURN_IN = 0.5
+"""GAIRAT's code reweights from epoch 60 of 120 (§4.6)."""
+
+
+FAT_NOISE = 0.001
+"""FAT's ω: std of the Gaussian noise added to each early-stopped PGD step (§3.6)."""
+
+
+def fat_tau(epoch: int, epochs: int) -> int:
+    """FAT's dynamic budget (§3.6): τ = 0 up to 1-based epoch 50 of 120, 1 up to 90, then 2;
+    scaled to ``epochs`` (0-based ``epoch``)."""
+    progress = (epoch + 1) / epochs
+    return 0 if progress <= 50 / 120 else 1 if progress <= 90 / 120 else 2
 
 
 RECIPES: dict[str, Recipe] = {
@@ -35,8 +60,67 @@ RECIPES: dict[str, Recipe] = {
     for r in [
         Recipe("plain", "natural", None, "none", paper="natural training (METHODS §4.1)"),
         Recipe("at", "at", "ce", "uniform", paper="Madry et al. 2018, PGD-AT (METHODS §4.2)"),
-        Recipe("trades", "trades", "kl", "gauss_small", beta=6.0, paper="Zhang et al. 2019 (METHODS §4.3)"),
-        Recipe("mart", "mart", "ce", "gauss_small", beta=6.0, paper="Wang et al. 2020 (METHODS §4.4)"),
+        Recipe("trades", "trades", "kl", "gauss_small", 6.0, paper="Zhang et al. 2019 (METHODS §4.3)"),
+        Recipe("mart", "mart", "ce", "gauss_small", 6.0, paper="Wang et al. 2020 (METHODS §4.4)"),
+        Recipe("fat", "at", "ce", "uniform", early_stop=True, paper="Zhang et al. 2020, FAT (§4.5)"),
+        Recipe(
+            "fat-trades", "trades", "kl", "gauss_small", 6.0, early_stop=True, paper="FAT for TRADES (§4.5)"
+        ),
+        Recipe(
+            "gairat",
+            "at",
+            "ce",
+            "uniform",
+            weighting="gairat",
+            params={"lam": -1.0, "lam_schedule": "fixed"},
+            burn_in=GAIRAT_BURN_IN,
+            paper="Zhang et al. 2021, GAIRAT (§4.6)",
+        ),
+        Recipe(
+            "wmmr",
+            "at",
+            "ce",
+            "uniform",
+            weighting="wmmr",
+            params={"alpha": 0.1, "margin": "adv"},
+            burn_in=MAIL_BURN_IN,
+            paper="WMMR, weighted margin-aware minimax risk (§4.7)",
+        ),
+        *[
+            Recipe(
+                f"mail-{base}",
+                base,
+                "kl" if base == "trades" else "ce",
+                "gauss_small",
+                trade_off,
+                weighting="mail",
+                params={"gamma": gamma, "beta": beta, "margin": "adv", "normalize": "batch"},
+                burn_in=MAIL_BURN_IN,
+                paper=f"Wang et al. 2021, MAIL-{base.upper()} (§4.8)",
+            )
+            for base, gamma, beta, trade_off in [
+                ("at", 30.0, -0.07, None),
+                ("trades", 5.0, 0.05, 5.0),
+                ("mart", 5.0, 0.05, 6.0),
+            ]
+        ],
+        *[
+            Recipe(
+                f"vir-{base}",
+                base,
+                "kl" if base == "trades" else "ce",
+                "gauss_small",
+                trade_off,
+                weighting="vir",
+                params={"alpha": alpha, "gamma": gamma, "beta": beta},
+                burn_in=MAIL_BURN_IN,
+                paper=f"VIR (seed 003), VIR-{base.upper()} (§4.9)",
+            )
+            for base, alpha, gamma, beta, trade_off in [
+                ("at", 7.0, 10.0, 0.007, None),
+                ("trades", 8.0, 3.0, 1.6, 5.0),
+            ]
+        ],
     ]
 }
 

@@ -51,7 +51,7 @@ class Run:
     model: torch.nn.Module | None = None
 
 
-SECTION_ORDER = ("train", "attack", "data", "model", "eval")
+SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")
 
 
 def resolve_config(config: Config | None = None, **overrides) -> Config:
@@ -72,21 +72,77 @@ def resolve_config(config: Config | None = None, **overrides) -> Config:
     return from_dict(values)
 
 
-def build_step(cfg: Config, generator: torch.Generator | None = None) -> StepParts:
-    """Assemble attack, weighting and objective from the recipe named in ``cfg.train.method``
-    and the config's overrides."""
+SCHEME_OPTIONS = {
+    "uniform": {},
+    "gairat": {"lam": "lam", "lam_schedule": "schedule"},
+    "wmmr": {"alpha": "alpha", "margin": "margin_on"},
+    "mail": {"gamma": "gamma", "beta": "beta", "margin": "margin", "normalize": "norm"},
+    "vir": {"alpha": "alpha", "gamma": "gamma", "beta": "beta"},
+}
+"""Per scheme: ``weighting.<option>`` of the config → the parameter of ``irat.weighting.make``."""
+
+SCHEME_BURN_IN = {
+    "uniform": 0.0,
+    "gairat": methods.GAIRAT_BURN_IN,
+    "wmmr": methods.MAIL_BURN_IN,
+    "mail": methods.MAIL_BURN_IN,
+    "vir": methods.MAIL_BURN_IN,
+}
+"""Share of training with all-ones weights when a scheme is used outside its own recipe."""
+
+
+def burn_in_epochs(cfg: Config) -> int:
+    """``weighting.burn_in`` if set, else the paper's share of training (the recipe's, or the
+    scheme's when ``weighting.scheme`` overrides it) times the epochs of this run, rounded."""
+    if cfg.weighting.burn_in is not None:
+        return cfg.weighting.burn_in
+    recipe = methods.get(cfg.train.method)
+    scheme = cfg.weighting.scheme or recipe.weighting
+    share = recipe.burn_in if scheme == recipe.weighting else SCHEME_BURN_IN[scheme]
+    return round(share * cfg.train.epochs)
+
+
+def scheme_params(cfg: Config) -> tuple[str, dict]:
+    """The weighting scheme's name and its ``irat.weighting.make`` parameters: the recipe's
+    defaults (when the scheme is the recipe's own), overridden by ``weighting.*`` options."""
+    recipe = methods.get(cfg.train.method)
+    name = cfg.weighting.scheme or recipe.weighting
+    options = SCHEME_OPTIONS[name]
+    chosen = dict(recipe.params) if name == recipe.weighting else {}
+    for option in ("alpha", "gamma", "beta", "margin", "lam", "lam_schedule", "normalize"):
+        value = getattr(cfg.weighting, option)
+        if value is None:
+            continue
+        if option not in options:
+            valid = ", ".join(options) or "no options"
+            raise ConfigError(f"weighting.{option} does not apply to the {name} scheme (it takes {valid})")
+        chosen[option] = value
+    params = {options[k]: v for k, v in chosen.items()}
+    if name == "gairat":
+        params.update(num_steps=cfg.attack.steps, epochs=cfg.train.epochs, start=burn_in_epochs(cfg))
+    return name, params
+
+
+def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int = 0) -> StepParts:
+    """Assemble attack, weighting and objective for ``epoch`` from the recipe named in
+    ``cfg.train.method`` and the config's overrides (any scheme with any objective)."""
     recipe = methods.get(cfg.train.method)
     objective_name = cfg.train.objective or recipe.objective
     objective = objectives.OBJECTIVES[objective_name]
-    beta = cfg.train.beta if cfg.train.beta is not None else recipe.beta
-    if beta is not None and objective_name in ("trades", "mart"):
-        objective = functools.partial(objective, beta=beta)
+    trade_off = cfg.train.trade_off if cfg.train.trade_off is not None else recipe.trade_off
+    if objective_name in ("trades", "mart"):
+        objective = functools.partial(objective, beta=trade_off if trade_off is not None else 6.0)
+    name, params = scheme_params(cfg)
+    try:
+        scheme, needs = weighting.make(name, **params), weighting.needs(name, **params)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     attack = None
     if objectives.NEEDS_ADV[objective_name]:
         a = cfg.attack
         attack_loss = recipe.attack_loss or "ce"
-        if objective_name == "trades" and recipe.attack_loss is None:
-            attack_loss = "kl"
+        if objective_name == "trades" and recipe.attack_loss != "kl":
+            attack_loss = "kl"  # TRADES' inner maximisation, whatever the recipe's attack was
         attack = functools.partial(
             attacks.pgd,
             eps=a.eps,
@@ -95,15 +151,18 @@ def build_step(cfg: Config, generator: torch.Generator | None = None) -> StepPar
             norm=a.norm,
             loss=attack_loss,
             start=a.start or recipe.start,
-            record_path=recipe.weighting != "uniform",
+            record_path="path" in needs,
             final_logits=False,
             generator=generator,
+            tau=methods.fat_tau(epoch, cfg.train.epochs) if recipe.early_stop else None,
+            noise=methods.FAT_NOISE if recipe.early_stop else 0.0,
         )
-    scheme = weighting.SCHEMES[recipe.weighting]
+    needs_nat = objectives.NEEDS_NAT[objective_name]
     return StepParts(
         attack=attack,
-        needs_nat=objectives.NEEDS_NAT[objective_name],
-        weights=weighting.with_burn_in(scheme, cfg.train.burn_in),
+        needs_nat=needs_nat,
+        stats_nat="nat" in needs and not needs_nat,
+        weights=weighting.with_burn_in(scheme, burn_in_epochs(cfg)),
         objective=objective,
     )
 
@@ -164,19 +223,25 @@ def train(
         train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
     )
     generator = torch.Generator(device=device)
-    parts = build_step(cfg, generator)
+    build_step(cfg, generator)  # fail on a bad method/scheme combination before the first epoch
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
 
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         lr = learning_rate(
-            epoch, lr=tc.lr, epochs=tc.epochs, schedule=tc.schedule, milestones=tc.milestones, gamma=tc.gamma
+            epoch,
+            lr=tc.lr,
+            epochs=tc.epochs,
+            schedule=tc.schedule,
+            milestones=tc.milestones,
+            gamma=tc.lr_decay,
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
+        parts = build_step(cfg, generator, epoch)
         model.train()
         sums = torch.zeros(3, device=device)  # loss·B, correct on x', count
         desc = f"epoch {epoch + 1}/{tc.epochs}"

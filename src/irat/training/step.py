@@ -3,6 +3,10 @@
     attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
     computed once) → weights → objective → backward → optimizer step.
 
+When only the weighting needs natural logits (MAIL with PM_nat, VIR on the AT objective), they are
+computed without a graph and with the model in eval mode, so that the extra forward neither
+costs a backward nor moves the BatchNorm statistics.
+
 No host synchronisation happens here: the caller accumulates metrics on the device.
 """
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from irat.attacks.mode import eval_mode
 from irat.types import AttackResult, Batch, SampleStats
 
 
@@ -21,11 +26,12 @@ from irat.types import AttackResult, Batch, SampleStats
 class StepParts:
     """What stays fixed between steps. ``attack(model, x, y) -> AttackResult`` (None: plain
     training); ``needs_nat``: the objective or the weighting needs natural logits;
-    ``weights(stats) -> w [B]`` (detached, burn-in applied); ``objective(logits_nat,
-    logits_adv, y, w) -> (loss, per_sample)``."""
+    ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
+    (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
 
     attack: Callable[[torch.nn.Module, Tensor, Tensor], AttackResult] | None
     needs_nat: bool
+    stats_nat: bool
     weights: Callable[[SampleStats], Tensor]
     objective: Callable[..., tuple[Tensor, Tensor]]
 
@@ -51,9 +57,10 @@ def train_step(
         idx=batch.idx,
         y=batch.y,
         logits_adv=(logits_adv if logits_adv is not None else logits_nat).detach(),
-        logits_nat=logits_nat.detach() if logits_nat is not None else None,
+        logits_nat=logits_nat.detach() if logits_nat is not None else _stats_only(model, batch.x, parts),
         steps_to_flip=adv.steps_to_flip if adv is not None else None,
         epoch=epoch,
+        logits_first_wrong=adv.logits_first_wrong if adv is not None else None,
     )
     w = parts.weights(stats)
     loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
@@ -61,3 +68,11 @@ def train_step(
     loss.backward()
     optimizer.step()
     return StepOutput(loss=loss.detach(), weights=w, stats=stats)
+
+
+def _stats_only(model: torch.nn.Module, x: Tensor, parts: StepParts) -> Tensor | None:
+    """Natural logits for the weighting alone: no graph, eval mode (BatchNorm untouched)."""
+    if not parts.stats_nat:
+        return None
+    with eval_mode(model), torch.no_grad():
+        return model(x)

@@ -1,0 +1,25 @@
+"""Batch normalisation of instance weights (METHODS.md §1.1.2).
+
+``normalize_to_batch(w) = B · w / (Σ_j w_j + 1e-12)``, so the weights have mean 1 and the reduced
+loss ``mean_i(ω_i ℓ_i)`` equals ``Σ_i w̄_i ℓ_i`` with ``w̄ = w / Σw``: "sum to 1" (GAIRAT paper,
+BiLAW, HARD) and "sum to B" (MAIL, GAIRAT code) give the same loss. When every weight is 0 (only
+possible by underflow) or the sum is not finite, the result falls back to all-ones.
+
+Shapes: ``w`` [B] (non-negative raw weights) → [B], same dtype and device, detached.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def normalize_to_batch(w: Tensor) -> Tensor:
+    """``B · w / (Σw + 1e-12)`` for raw weights ``w`` [B]; all-ones when ``Σw`` is 0 or not
+    finite. No host synchronisation (the fallback is chosen with ``torch.where``)."""
+    w = w.detach()
+    if not w.is_floating_point():
+        w = w.to(torch.get_default_dtype())
+    total = w.sum()
+    ok = torch.isfinite(total) & (total > 0)
+    return torch.where(ok, w.shape[0] * w / (total + 1e-12), torch.ones_like(w))

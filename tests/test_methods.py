@@ -1,0 +1,191 @@
+"""The named reweighting methods: each recipe assembles the attack, scheme and objective the spec
+defines (METHODS.md §4.5–4.9), trains on real data with weights that leave all-ones after
+burn-in, and any scheme combines with any objective."""
+
+import functools
+
+import pytest
+import torch
+
+import irat
+from irat import methods, objectives
+from irat.config import Config, ConfigError
+from irat.training.loop import build_step, burn_in_epochs, resolve_config
+from irat.training.records import load_record
+from irat.training.rundir import RunDir
+from irat.types import SampleStats
+
+REWEIGHTING = ["gairat", "wmmr", "mail-at", "mail-trades", "mail-mart", "vir-at", "vir-trades"]
+
+
+def _cfg(method, **kw):
+    return resolve_config(None, method=method, **kw)
+
+
+@pytest.mark.parametrize(
+    "method, objective, trade_off, attack_loss, start, path",
+    [
+        ("gairat", objectives.at, None, "ce", "uniform", True),
+        ("wmmr", objectives.at, None, "ce", "uniform", False),
+        ("mail-at", objectives.at, None, "ce", "gauss_small", False),
+        ("mail-trades", objectives.trades, 5.0, "kl", "gauss_small", False),
+        ("mail-mart", objectives.mart, 6.0, "ce", "gauss_small", False),
+        ("vir-at", objectives.at, None, "ce", "gauss_small", False),  # not TRADES (VIR code pitfall)
+        ("vir-trades", objectives.trades, 5.0, "kl", "gauss_small", False),
+        ("fat", objectives.at, None, "ce", "uniform", False),
+        ("fat-trades", objectives.trades, 6.0, "kl", "gauss_small", False),
+    ],
+)
+def test_each_recipe_assembles_the_spec_s_objective_and_attack(
+    method, objective, trade_off, attack_loss, start, path
+):
+    parts = build_step(_cfg(method))
+    obj = parts.objective
+    assert (obj.func if isinstance(obj, functools.partial) else obj) is objective
+    if trade_off is not None:
+        assert obj.keywords["beta"] == trade_off
+    kw = parts.attack.keywords
+    assert kw["loss"] == attack_loss and kw["start"] == start and kw["record_path"] is path
+    assert (kw["tau"] is not None) is method.startswith("fat")
+
+
+def test_scheme_hyper_parameters_are_the_papers():
+    from irat.training.loop import scheme_params
+
+    assert scheme_params(_cfg("mail-at")) == (
+        "mail",
+        {"gamma": 30.0, "beta": -0.07, "margin": "adv", "norm": "batch"},
+    )
+    assert scheme_params(_cfg("mail-trades"))[1]["gamma"] == 5.0
+    assert scheme_params(_cfg("vir-at")) == ("vir", {"alpha": 7.0, "gamma": 10.0, "beta": 0.007})
+    assert scheme_params(_cfg("vir-trades")) == ("vir", {"alpha": 8.0, "gamma": 3.0, "beta": 1.6})
+    assert scheme_params(_cfg("wmmr")) == ("wmmr", {"alpha": 0.1, "margin_on": "adv"})
+    name, p = scheme_params(_cfg("gairat", epochs=20, steps=7))
+    assert name == "gairat" and p["lam"] == -1.0 and p["num_steps"] == 7 and p["start"] == 10
+    # overrides reach the scheme; options of another scheme are refused
+    cfg = _cfg("mail-trades", **{"weighting.gamma": 2.0, "weighting.margin": "nat"})
+    assert scheme_params(cfg)[1]["gamma"] == 2.0 and build_step(cfg).stats_nat is False  # TRADES has nat
+    with pytest.raises(ConfigError, match="weighting.lam does not apply to the mail scheme"):
+        scheme_params(_cfg("mail-at", **{"weighting.lam": 0.0}))
+
+
+def test_burn_in_is_the_paper_share_scaled_to_the_run():
+    assert burn_in_epochs(_cfg("mail-trades", epochs=100)) == 75
+    assert burn_in_epochs(_cfg("vir-at", epochs=8)) == 6
+    assert burn_in_epochs(_cfg("gairat", epochs=120)) == 60
+    assert burn_in_epochs(_cfg("at", epochs=30)) == 0
+    assert burn_in_epochs(_cfg("mail-at", epochs=100, **{"weighting.burn_in": 3})) == 3
+    # a scheme outside its recipe takes that scheme's paper share
+    assert burn_in_epochs(_cfg("at", epochs=20, **{"weighting.scheme": "vir"})) == 15
+
+
+def test_fat_budget_grows_with_the_epoch():
+    assert [methods.fat_tau(e, 120) for e in (0, 49, 50, 89, 90, 119)] == [0, 0, 1, 1, 2, 2]
+    assert build_step(_cfg("fat", epochs=12), epoch=11).attack.keywords["tau"] == 2
+    assert build_step(_cfg("fat", epochs=12), epoch=0).attack.keywords["tau"] == 0
+
+
+def test_vir_on_at_computes_natural_logits_for_the_weights_only_without_touching_batchnorm():
+    parts = build_step(_cfg("vir-at", **{"weighting.burn_in": 0}))
+    assert parts.stats_nat and not parts.needs_nat
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 8),
+        torch.nn.BatchNorm1d(8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 3),
+    )
+    batch = irat.types.Batch(torch.arange(6), torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    out = irat.training.step.train_step(model, batch, parts, opt, epoch=0)
+    assert out.stats.logits_nat is not None and not out.stats.logits_nat.requires_grad
+    # only the adversarial forward ran in train mode: the attack and the stats forward did not
+    # touch the BatchNorm statistics
+    assert int(model[2].num_batches_tracked) == 1
+    assert (out.weights >= 0.007 - 1e-7).all() and not torch.allclose(out.weights, torch.ones(6))
+
+
+@pytest.mark.parametrize("method", REWEIGHTING)
+def test_each_reweighting_method_trains_and_records_weights_that_are_not_all_ones(
+    method, fmnist_small, tmp_path
+):
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=fmnist_small.spec)
+    run = irat.train(
+        model,
+        fmnist_small,
+        method=method,
+        epochs=1,
+        eps=0.1,
+        out=tmp_path / method,
+        steps=3,
+        lr=0.05,
+        progress=False,
+        **{"weighting.burn_in": 0},
+    )
+    assert run.history[0]["train_loss"] > 0
+    rec = load_record(RunDir(run.dir).record_path(0))
+    w = rec["weight"]
+    assert (w >= 0).all() and torch.isfinite(torch.from_numpy(w)).all()
+    assert w.std() > 1e-3  # reweighted, not all ones
+    if method != "vir-at" and method != "vir-trades":  # mean-one normalisation per batch
+        assert abs(w.mean() - 1) < 0.05
+    if method == "gairat":
+        assert (rec["steps_to_flip"] >= 0).all() and (rec["steps_to_flip"] <= 3).all()
+
+
+def test_burn_in_records_all_ones_then_weights(fmnist_small, tmp_path):
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=fmnist_small.spec)
+    run = irat.train(
+        model,
+        fmnist_small,
+        method="mail-at",
+        epochs=2,
+        eps=0.1,
+        out=tmp_path / "m",
+        steps=3,
+        progress=False,
+        **{"weighting.burn_in": 1},
+    )
+    d = RunDir(run.dir)
+    assert (load_record(d.record_path(0))["weight"] == 1).all()
+    assert load_record(d.record_path(1))["weight"].std() > 1e-3
+
+
+def test_a_combination_outside_the_papers_trains(fmnist_small, tmp_path):
+    """VIR weights on the MART objective (no paper has it)."""
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=fmnist_small.spec)
+    run = irat.train(
+        model,
+        fmnist_small,
+        method="at",
+        epochs=1,
+        eps=0.1,
+        out=tmp_path / "vm",
+        steps=3,
+        progress=False,
+        objective="mart",
+        **{"weighting.scheme": "vir", "weighting.burn_in": 0},
+    )
+    cfg = RunDir(run.dir).read_config()
+    assert cfg["weighting"]["scheme"] == "vir" and cfg["train"]["objective"] == "mart"
+    assert load_record(RunDir(run.dir).record_path(0))["weight"].min() >= 0.007 - 1e-6
+
+
+def test_weights_enter_the_objective_as_constants():
+    """§7.3.4: the step's gradients equal those with the weights replaced by detached clones."""
+    parts = build_step(_cfg("mail-trades", **{"weighting.burn_in": 0}))
+    torch.manual_seed(0)
+    z_nat = torch.randn(8, 5, requires_grad=True)
+    z_adv = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    stats = SampleStats(torch.arange(8), y, z_adv.detach(), z_nat.detach(), None, epoch=3)
+    w = parts.weights(stats)
+    assert not w.requires_grad
+    g1 = torch.autograd.grad(parts.objective(z_nat, z_adv, y, w)[0], (z_nat, z_adv))
+    g2 = torch.autograd.grad(parts.objective(z_nat, z_adv, y, w.detach().clone())[0], (z_nat, z_adv))
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    assert Config().weighting.scheme is None
