@@ -1,4 +1,4 @@
-"""The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``.
+"""The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
 (sections: data, model, attack, train, eval; see ``irat.config``).
@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   irat train --config configs/demo.yaml --data.limit=5000 --out runs/quick
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
+  irat analyze runs/at                         # figures + runs/at/analysis/report.md
 """
 
 
@@ -54,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default: best)")
     e.add_argument("--batch-size", type=int, help="evaluation batch size")
     e.add_argument("--data-dir", help="folder holding the dataset files")
+
+    a = sub.add_parser(
+        "analyze",
+        help="figures of a run's instance weights and robustness; writes RUN_DIR/analysis/report.md",
+    )
+    a.add_argument("run_dir", help="a run directory written by 'irat train'")
+    a.add_argument("--epoch", type=int, help="epoch of the weight figures (default: the last recorded)")
+    a.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        help="first N test images for the adversarial confusion matrix (default: 1000; 0: skip it)",
+    )
+    a.add_argument("--attack", default="pgd-20", help="attack of the confusion matrix (default: pgd-20)")
+    a.add_argument(
+        "--checkpoint", choices=["best", "last"], default="last", help="which checkpoint (default: last)"
+    )
+    a.add_argument("--data-dir", help="folder holding the dataset files")
     return parser
 
 
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, extra)
+        if args.command == "analyze":
+            return _analyze(args)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -145,27 +166,10 @@ def _train(args, overrides: list[str]) -> int:
 
 def _eval(args) -> int:
     import irat
-    from irat.training import checkpoint
-    from irat.training.loop import config_from_run, pick_device
-    from irat.training.rundir import RunDir
+    from irat.analysis.run import load_run
 
-    cfg = config_from_run(args.run_dir)
-    run_dir = RunDir(args.run_dir)
-    which = args.checkpoint or cfg.eval.checkpoint
-    path = run_dir.best if which == "best" else run_dir.last
-    if which == "best" and not path.exists():
-        print(f"irat: {path} missing (no validation split?); using last.pt", file=sys.stderr)
-        path = run_dir.last
-    data = irat.data.load(
-        cfg.data.dataset,
-        root=args.data_dir or cfg.data.root,
-        val_size=cfg.data.val_size,
-        seed=cfg.train.seed,
-        limit=cfg.data.limit,
-    )
-    device = pick_device(cfg.train.device)
-    model = irat.models.create(cfg.model.name, dataset=data.spec).to(device)
-    model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    cfg, data, model, path = run.config, run.data, run.model, run.checkpoint
     attack_names = args.attacks.split(",") if args.attacks else cfg.eval.attacks
     res = irat.evaluate(
         model,
@@ -183,6 +187,25 @@ def _eval(args) -> int:
     res.save(Path(args.run_dir))
     print(f"checkpoint: {path}")
     print(res.to_markdown())
+    return 0
+
+
+def _analyze(args) -> int:
+    from irat.analysis import analyze
+    from irat.data import DataError
+
+    try:
+        report = analyze(
+            args.run_dir,
+            epoch=args.epoch,
+            limit=args.limit,
+            attack=args.attack,
+            checkpoint=args.checkpoint,
+            data_dir=args.data_dir,
+        )
+    except DataError as e:  # not a ValueError; reported like the others
+        raise ValueError(str(e)) from None
+    print(report)
     return 0
 
 

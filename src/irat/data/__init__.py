@@ -36,12 +36,16 @@ __all__ = [
 
 @dataclass
 class Dataset:
-    """A dataset's spec and its three splits (``val`` is carved out of the training file)."""
+    """A dataset's spec and its three splits (``val`` is carved out of the training file), plus
+    the arguments of ``load`` that reproduce it (a run stores them in its config)."""
 
     spec: DatasetSpec
     train: Split
     val: Split
     test: Split
+    root: str | None = None
+    seed: int = 0
+    limit: int | None = None
 
 
 def _to_float(x: np.ndarray) -> torch.Tensor:
@@ -125,4 +129,7 @@ def load(
         _split(x_train, y_train, rest, "train"),
         _split(x_train, y_train, val_pos, "val"),
         _split(x_test, y_test, test_pos, "test"),
+        root=None if root is None else str(root),
+        seed=seed,
+        limit=None if limit is None else int(limit),
     )

@@ -194,6 +194,9 @@ def train(
     given = {"method": method, "epochs": epochs, "eps": eps}
     cfg = resolve_config(config, **{k: v for k, v in given.items() if v is not None}, **overrides)
     cfg.data.dataset = data.spec.name
+    cfg.data.val_size = len(data.val)
+    if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze)
+        cfg.data.root, cfg.data.limit = data.root, data.limit
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)

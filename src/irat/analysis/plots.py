@@ -1,0 +1,288 @@
+"""The analysis figures, one function each: numpy arrays in, a PNG file out (the path is returned).
+
+The only place irat uses matplotlib. Figures are drawn on the non-interactive Agg canvas
+(``matplotlib.figure.Figure`` + ``FigureCanvasAgg``), without pyplot, so no global state or GUI
+backend is touched; matplotlib is imported on first use.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from irat.training.checkpoint import atomic_write_bytes
+
+DPI = 120
+MAX_POINTS = 5000
+LEGEND_MAX_CLASSES = 20
+ANNOTATE_MAX_CLASSES = 20
+WIDE_RANGE = 1e3
+
+CURVE_LABELS = {
+    "train_loss": "train loss",
+    "train_robust_acc": "train robust acc.",
+    "val_clean_acc": "val. clean acc.",
+    "val_robust_acc": "val. robust acc.",
+}
+
+
+def _figure(ncols: int = 1, size: tuple[float, float] = (6.4, 4.8)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
+
+
+def _save(fig, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def class_colors(num_classes: int) -> list:
+    """One distinct colour per class (tab10 / tab20, a sampled continuous map beyond 20)."""
+    from matplotlib import colormaps
+
+    if num_classes <= 10:
+        return [colormaps["tab10"](i) for i in range(num_classes)]
+    if num_classes <= 20:
+        return [colormaps["tab20"](i) for i in range(num_classes)]
+    return [colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, num_classes)]
+
+
+def subsample(n: int, max_points: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
+    """Sorted positions of at most ``max_points`` of ``n`` items, drawn without replacement with
+    a fixed ``seed`` (all of them when ``n <= max_points``)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def wide_range(values: np.ndarray) -> bool:
+    """Whether positive ``values`` span more than ``WIDE_RANGE`` (max / min): weights then go on a
+    log axis (MAIL's or GAIRAT's weights can span many orders of magnitude)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return bool(len(v) and v.min() > 0 and v.max() / v.min() > WIDE_RANGE)
+
+
+def all_equal(values: np.ndarray) -> bool:
+    """Whether the finite ``values`` are equal up to float32 rounding (uniform weights)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return bool(len(v)) and np.ptp(v) <= 1e-6 * max(1.0, np.abs(v).max())
+
+
+def _weight_axis(ax, values: np.ndarray) -> None:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if wide_range(v):
+        ax.set_yscale("log")
+        ax.set_ylabel("instance weight (log scale)")
+        return
+    ax.set_ylabel("instance weight")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    if all_equal(v):  # a flat band around the common value, not a zoom into rounding noise
+        mid = float(v.mean())
+        half = 0.5 * max(abs(mid), 1.0)
+        ax.set_ylim(mid - half, mid + half)
+
+
+def _class_axis(ax, class_names: Sequence[str], axis: str = "x") -> None:
+    k = len(class_names)
+    rotate = 45 if k > 4 and max(len(c) for c in class_names) > 3 else 0
+    if axis == "x":
+        ax.set_xticks(range(k), class_names, rotation=rotate, ha="right" if rotate else "center")
+    else:
+        ax.set_yticks(range(k), class_names)
+    if k > 30:
+        ax.tick_params(axis=axis, labelsize=5)
+
+
+def weights_per_class(
+    weights: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Instance weights per class",
+) -> Path:
+    """Box plot of the weights ``weights`` [N] of each class (labels ``y`` [N]); the mean as a
+    triangle. NaN weights (instances not visited) are left out; a log axis when the positive
+    weights span more than ``WIDE_RANGE``."""
+    weights, y = np.asarray(weights, dtype=np.float64), np.asarray(y)
+    k = len(class_names)
+    keep = np.isfinite(weights)
+    groups = [weights[keep & (y == c)] for c in range(k)]
+    present = [c for c in range(k) if len(groups[c])]
+    fig, (ax,) = _figure(size=(max(6.4, 0.35 * k + 2), 4.8))
+    if present:
+        box = ax.boxplot(
+            [groups[c] for c in present],
+            positions=present,
+            widths=0.6,
+            showmeans=True,
+            patch_artist=True,
+            flierprops={"markersize": 2, "alpha": 0.5},
+            medianprops={"color": "black"},
+        )
+        colors = class_colors(k)
+        for patch, c in zip(box["boxes"], present):
+            patch.set_facecolor(colors[c])
+            patch.set_alpha(0.6)
+    finite = weights[keep]
+    if all_equal(finite):
+        title += f" (all equal to {finite.mean():.6g})"
+    _class_axis(ax, class_names)
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_xlabel("class")
+    _weight_axis(ax, finite)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def weight_vs_margin(
+    weights: np.ndarray,
+    p_true: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    steps_to_flip: np.ndarray | None = None,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    title: str = "Instance weight vs vulnerability",
+) -> Path:
+    """Scatter of weight vs true-class probability at x' (``p_true``), coloured by class; a second
+    panel of weight vs ``steps_to_flip`` (jittered horizontally) when it is given and recorded
+    (not all −1). At most ``max_points`` points, subsampled with ``seed``."""
+    weights = np.asarray(weights, dtype=np.float64)
+    p_true, y = np.asarray(p_true, dtype=np.float64), np.asarray(y)
+    stf = None if steps_to_flip is None else np.asarray(steps_to_flip)
+    if stf is not None and not (stf >= 0).any():
+        stf = None
+    keep = np.flatnonzero(np.isfinite(weights) & np.isfinite(p_true))
+    keep = keep[subsample(len(keep), max_points, seed)]
+    rng = np.random.default_rng(seed + 1)
+    fig, axes = _figure(ncols=1 if stf is None else 2, size=(6.4 if stf is None else 11.5, 4.8))
+    k = len(class_names)
+    colors = class_colors(k)
+    jitter = rng.uniform(-0.2, 0.2, len(keep))
+    for c in range(k):
+        sel = keep[y[keep] == c]
+        if not len(sel):
+            continue
+        style = {"s": 6, "alpha": 0.5, "color": colors[c], "label": class_names[c], "linewidths": 0}
+        axes[0].scatter(p_true[sel], weights[sel], **style)
+        if stf is not None:
+            s = sel[stf[sel] >= 0]
+            axes[1].scatter(stf[s] + jitter[np.searchsorted(keep, s)], weights[s], **style)
+    axes[0].set_xlabel("true-class probability at x' (p_true)")
+    axes[0].set_xlim(-0.02, 1.02)
+    if stf is not None:
+        axes[1].set_xlabel("PGD iterates still correct (steps_to_flip, jittered)")
+    for ax in axes:
+        _weight_axis(ax, weights[keep])
+        ax.grid(alpha=0.3)
+    shown = f" ({len(keep)} of {int(np.isfinite(weights).sum())} instances)" if len(keep) < len(y) else ""
+    fig.suptitle(title + shown)
+    if 0 < k <= LEGEND_MAX_CLASSES and len(keep):
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, markerscale=2, frameon=False)
+    return _save(fig, path)
+
+
+def class_weight_over_epochs(
+    epochs: np.ndarray,
+    sums: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Sum of instance weights per class",
+) -> Path:
+    """One line per class: ``sums`` [E, K] (the sum of the weights of class k in epoch e)
+    against ``epochs`` [E]."""
+    epochs, sums = np.asarray(epochs), np.asarray(sums, dtype=np.float64)
+    k = len(class_names)
+    if sums.shape != (len(epochs), k):
+        raise ValueError(f"sums has shape {sums.shape}, expected ({len(epochs)}, {k})")
+    fig, (ax,) = _figure(size=(7.5, 4.8))
+    colors = class_colors(k)
+    marker = "o" if len(epochs) <= 30 else None
+    for c in range(k):
+        ax.plot(epochs, sums[:, c], color=colors[c], marker=marker, markersize=3, label=class_names[c])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("sum of weights")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(epochs) <= 20:
+        ax.set_xticks(epochs)
+    if k <= LEGEND_MAX_CLASSES:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def confusion(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Heat map of ``matrix`` [K, K] (rows: true class, columns: predicted), each row as a
+    percentage of its class; the counts are written in the cells when K ≤ 20."""
+    m = np.asarray(matrix, dtype=np.float64)
+    k = len(class_names)
+    if m.shape != (k, k):
+        raise ValueError(f"matrix has shape {m.shape}, expected ({k}, {k})")
+    rows = m.sum(1, keepdims=True)
+    pct = np.divide(100 * m, rows, out=np.zeros_like(m), where=rows > 0)
+    side = max(5.0, 0.45 * k + 2)
+    fig, (ax,) = _figure(size=(side + 1, side))
+    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, label="% of the true class", shrink=0.8)
+    if k <= ANNOTATE_MAX_CLASSES:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    color = "white" if pct[i, j] > 60 else "black"
+                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7, color=color)
+    _class_axis(ax, class_names, "x")
+    _class_axis(ax, class_names, "y")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def learning_curves(
+    metrics: Mapping[str, np.ndarray], path: str | Path, *, title: str = "Learning curves"
+) -> Path:
+    """Two panels against ``metrics["epoch"]``: the training loss, and the accuracies
+    (``train_robust_acc``, ``val_clean_acc``, ``val_robust_acc``; those present, NaN gaps)."""
+    epochs = np.asarray(metrics["epoch"])
+    fig, (ax_loss, ax_acc) = _figure(ncols=2, size=(11, 4.2))
+    marker = "o" if len(epochs) <= 30 else None
+    panels = ((ax_loss, ["train_loss"]), (ax_acc, ["train_robust_acc", "val_clean_acc", "val_robust_acc"]))
+    for ax, keys in panels:
+        for key in keys:
+            values = np.asarray(metrics.get(key, []), dtype=np.float64)
+            if len(values) == len(epochs) and np.isfinite(values).any():
+                ax.plot(epochs, values, marker=marker, markersize=3, label=CURVE_LABELS[key])
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    ax_loss.set_ylabel("loss")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(-0.02, 1.02)
+    fig.suptitle(title)
+    return _save(fig, path)

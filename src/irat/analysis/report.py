@@ -1,0 +1,241 @@
+"""``analyze``: the figures of a run and a Markdown report that embeds them, in ``RUN_DIR/analysis/``.
+
+weights_per_class.png         instance weights per class at one epoch (box plots)
+weight_vs_margin.png          weight vs p_true (and vs steps_to_flip when recorded)
+class_weight_over_epochs.png  per-class sum of weights over all recorded epochs
+adversarial_confusion.png/.csv  true vs predicted class under an attack (test split)
+learning_curves.png           metrics.jsonl: training loss, robust/clean accuracies
+report.md
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from irat.analysis import plots
+from irat.analysis.confusion import adversarial_confusion
+from irat.analysis.records import AnalysisError, Records, load_records
+from irat.analysis.run import load_run
+from irat.training.checkpoint import atomic_write_text
+from irat.training.rundir import RunDir
+
+CONFUSION_FILES = ("adversarial_confusion.png", "adversarial_confusion.csv")
+
+
+def class_names(dataset: str, num_classes: int, spec=None) -> list[str]:
+    """Class names from ``spec`` (a loaded ``DatasetSpec``), else from the registered spec of
+    ``dataset``, when it has at least ``num_classes`` (the labels seen) classes; else
+    "0".."num_classes−1" (npz specs are inferred from the data)."""
+    if spec is None:
+        from irat.data import DataError, registry
+
+        try:
+            spec = registry.get(dataset).spec
+        except DataError:
+            spec = None
+    if spec is not None and spec.num_classes >= num_classes:
+        return [str(c) for c in spec.class_names]
+    return [str(c) for c in range(num_classes)]
+
+
+def metrics_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
+    """metrics.jsonl rows → {key: array over rows} (NaN where a row lacks a numeric key)."""
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float))})
+    return {k: np.array([float(r.get(k, np.nan)) for r in rows]) for k in keys}
+
+
+def analyze(
+    run_dir: str | Path,
+    epoch: int | None = None,
+    limit: int = 1000,
+    attack: str = "pgd-20",
+    *,
+    checkpoint: str = "last",
+    data_dir: str | None = None,
+) -> Path:
+    """Write the figures of the run in ``run_dir`` and ``analysis/report.md``; return the report's path.
+
+    ``epoch``: the epoch of the per-epoch weight figures (default: the last recorded one).
+    ``limit``: the number of test images (the first ones) of the confusion matrix under
+    ``attack`` at the run's ε and norm, with the ``checkpoint`` ("last" or "best") weights;
+    ``limit=0`` skips it (and needs neither the data nor a checkpoint). ``data_dir``: where the
+    dataset's files are, when not where the run found them.
+    """
+    from irat.training.loop import config_from_run
+
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise AnalysisError(f"{run.path} is not a run directory (no config.yaml)")
+    if limit is None or int(limit) < 0:
+        raise AnalysisError(f"limit={limit} must be a number of test images >= 0 (0: no confusion matrix)")
+    limit = int(limit)
+    cfg = config_from_run(run.path)
+    loaded = None
+
+    def training_labels() -> dict[int, int]:
+        nonlocal loaded
+        loaded = loaded or load_run(run.path, checkpoint, data_dir)
+        train = loaded.data.train
+        return dict(zip(train.idx.tolist(), train.y.tolist()))
+
+    recs = load_records(run.path, labels=training_labels)
+    ep = int(recs.epochs[-1]) if epoch is None else int(epoch)
+    row = recs.row(ep)
+    if limit and loaded is None:
+        loaded = load_run(run.path, checkpoint, data_dir)
+
+    spec = loaded.data.spec if loaded is not None else None
+    names = class_names(cfg.data.dataset, int(recs.y.max(initial=-1)) + 1, spec)
+
+    out = run.path / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [_header(run, cfg, recs, ep)]
+    sections.append(_weights_section(out, recs, row, ep, names))
+    sections.append(_margin_section(out, recs, row, ep, names, cfg.train.seed))
+    sections.append(_over_epochs_section(out, recs, names))
+    if limit:
+        sections.append(_confusion_section(out, loaded, attack, limit, names))
+    else:
+        for f in CONFUSION_FILES:
+            (out / f).unlink(missing_ok=True)
+        sections.append("## Adversarial confusion matrix\n\nSkipped (limit = 0).\n")
+    sections.append(_curves_section(out, run.metrics()))
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(sections))
+    return report
+
+
+def _figure(file: str, alt: str, caption: str) -> str:
+    return f"![{alt}]({file})\n\n*{caption}*\n"
+
+
+def _header(run: RunDir, cfg, recs: Records, epoch: int) -> str:
+    a = cfg.attack
+    return (
+        f"# Analysis of `{run.path}`\n\n"
+        f"Method `{cfg.train.method}`, model `{cfg.model.name}`, dataset `{cfg.data.dataset}`, "
+        f"training attack PGD-{a.steps} {a.norm} ε = {a.eps:g}. Records of epochs "
+        f"{int(recs.epochs[0])}–{int(recs.epochs[-1])} ({len(recs.epochs)} files, "
+        f"{len(recs.idx)} training images); per-epoch figures show epoch {epoch}.\n"
+    )
+
+
+def _weights_section(out: Path, recs: Records, row: int, epoch: int, names: list[str]) -> str:
+    w, y = recs.weight[row], recs.y
+    plots.weights_per_class(
+        w, y, names, out / "weights_per_class.png", title=f"Instance weights per class, epoch {epoch}"
+    )
+    lines = ["| class | images | mean | min | max | sum |", "|---|---|---|---|---|---|"]
+    for c, name in enumerate(names):
+        v = w[(y == c) & np.isfinite(w)].astype(np.float64)
+        if len(v):
+            stats = " | ".join(f"{s:.4g}" for s in (v.mean(), v.min(), v.max(), v.sum()))
+            lines.append(f"| {name} | {len(v)} | {stats} |")
+        else:
+            lines.append(f"| {name} | 0 | – | – | – | 0 |")
+    note = " All weights are equal (uniform weighting or burn-in)." if plots.all_equal(w) else ""
+    if plots.wide_range(w):
+        note = f" Log scale: the weights span more than a factor {plots.WIDE_RANGE:g}."
+    return (
+        "## Instance weights per class\n\n"
+        + _figure(
+            "weights_per_class.png",
+            "weights per class",
+            f"Distribution of the instance weights of each class in epoch {epoch} "
+            f"(box: quartiles, line: median, triangle: mean).{note}",
+        )
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def _margin_section(out: Path, recs: Records, row: int, epoch: int, names: list[str], seed: int) -> str:
+    stf = recs.steps_to_flip[row]
+    recorded = bool((stf >= 0).any())
+    plots.weight_vs_margin(
+        recs.weight[row],
+        recs.p_true[row],
+        recs.y,
+        names,
+        out / "weight_vs_margin.png",
+        steps_to_flip=stf if recorded else None,
+        seed=seed,
+        title=f"Instance weight vs vulnerability, epoch {epoch}",
+    )
+    second = (
+        "; right: weight vs the number of PGD steps the point stayed correct (steps_to_flip)"
+        if recorded
+        else "; steps_to_flip was not recorded by this method"
+    )
+    n = min(len(recs.idx), plots.MAX_POINTS)
+    return "## Weight vs vulnerability\n\n" + _figure(
+        "weight_vs_margin.png",
+        "weight vs true-class probability",
+        f"Left: weight vs true-class probability at the adversarial example in epoch {epoch}{second}; "
+        f"{n} points (seeded subsample beyond {plots.MAX_POINTS}), coloured by class.",
+    )
+
+
+def _over_epochs_section(out: Path, recs: Records, names: list[str]) -> str:
+    plots.class_weight_over_epochs(
+        recs.epochs, recs.class_weight_sums(len(names)), names, out / "class_weight_over_epochs.png"
+    )
+    return "## Class weights over epochs\n\n" + _figure(
+        "class_weight_over_epochs.png",
+        "per-class sum of weights over epochs",
+        "Sum of the instance weights of each class in every recorded epoch.",
+    )
+
+
+def _confusion_section(out: Path, loaded, attack: str, limit: int, names: list[str]) -> str:
+    from irat import attacks
+
+    cfg = loaded.config
+    test = loaded.data.test
+    x, y = test.x[:limit].to(loaded.device), test.y[:limit].to(loaded.device)
+    if len(y) == 0:
+        raise AnalysisError("the test split is empty; nothing to build a confusion matrix from")
+    built = attacks.build(attack, eps=cfg.attack.eps, norm=cfg.attack.norm, step_size=cfg.eval.step_size)
+    matrix = adversarial_confusion(
+        loaded.model, x, y, built, len(names), batch_size=cfg.eval.batch_size, seed=cfg.train.seed
+    ).numpy()
+    acc = np.trace(matrix) / matrix.sum()
+    where = f"{attack} ({cfg.attack.norm} ε = {cfg.attack.eps:g})"
+    plots.confusion(
+        matrix,
+        names,
+        out / "adversarial_confusion.png",
+        title=f"Under {where}: {len(y)} test images, accuracy {100 * acc:.1f}%",
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *names])
+    for name, counts in zip(names, matrix.tolist()):
+        writer.writerow([name, *counts])
+    atomic_write_text(out / "adversarial_confusion.csv", buf.getvalue())
+    return "## Adversarial confusion matrix\n\n" + _figure(
+        "adversarial_confusion.png",
+        "adversarial confusion matrix",
+        f"True vs predicted class under {where} of `{loaded.checkpoint.name}` on the first {len(y)} "
+        f"test images (robust accuracy {100 * acc:.2f}%; cells: counts, colour: % of the row); "
+        "counts in [adversarial_confusion.csv](adversarial_confusion.csv).",
+    )
+
+
+def _curves_section(out: Path, rows: list[dict]) -> str:
+    target = out / "learning_curves.png"
+    if not rows:
+        target.unlink(missing_ok=True)
+        return "## Learning curves\n\nmetrics.jsonl holds no rows.\n"
+    plots.learning_curves(metrics_arrays(rows), target)
+    return "## Learning curves\n\n" + _figure(
+        "learning_curves.png",
+        "learning curves",
+        "Training loss and robust accuracy on the adversarial examples of training; validation "
+        "clean and robust accuracy, per epoch (metrics.jsonl).",
+    )

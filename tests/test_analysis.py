@@ -1,0 +1,214 @@
+"""Analysis of a run: records → arrays, figures, adversarial confusion matrix, report, CLI.
+
+A tiny run is trained for real (fc1 on the 4-class 8×8 npz toy problem, 2 epochs of PGD-3 AT).
+"""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import irat
+from irat.analysis import AnalysisError, analyze, class_names, confusion_matrix, load_records, plots
+from irat.training import checkpoint
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = (
+    "weights_per_class.png",
+    "weight_vs_margin.png",
+    "class_weight_over_epochs.png",
+    "adversarial_confusion.png",
+    "learning_curves.png",
+)
+EPS = 0.05
+BIG_EPS = 0.3
+LIMIT = 60
+
+
+@pytest.fixture
+def run_dir(tiny_npz, tmp_path):
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)
+    model = irat.models.create("fc1", dataset=data.spec)
+    out = tmp_path / "run"
+    # root and val_size go into the run's config, so that the run can reload its data
+    irat.train(
+        model, data, method="at", epochs=2, eps=EPS, out=out, steps=3, progress=False,
+        root=str(tiny_npz), val_size=40,
+    )  # fmt: skip
+    return out
+
+
+def png_width(path) -> int:
+    """Pixel width from the IHDR chunk (bytes 16..20 of a PNG file)."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def read_confusion_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0][1:], [r[0] for r in rows[1:]], np.array([[int(v) for v in r[1:]] for r in rows[1:]])
+
+
+def test_analyze_writes_every_figure_and_a_report_linking_them(run_dir):
+    report = analyze(run_dir, limit=LIMIT)
+    out = run_dir / "analysis"
+    assert report == out / "report.md"
+    text = report.read_text()
+    for name in FIGURES:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE), name
+        assert len(data) > 5000, name
+        assert f"]({name})" in text, name
+    assert "](adversarial_confusion.csv)" in text
+    assert "All weights are equal" in text  # plain AT: uniform weights still render
+    assert "epoch 1" in text  # the last recorded epoch by default
+    predicted, true, m = read_confusion_csv(out / "adversarial_confusion.csv")
+    assert predicted == true == ["0", "1", "2", "3"]  # inferred npz spec: class indices as names
+    assert m.shape == (4, 4) and m.sum() == LIMIT
+
+
+def test_confusion_matrix_rows_and_trace_match_the_robust_accuracy(run_dir, tiny_npz):
+    # A larger radius than in training (the toy problem is robust at EPS): the analysis attacks
+    # at the eps of the run's config, so the matrix has off-diagonal counts.
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace(f"eps: {EPS}", f"eps: {BIG_EPS}"))
+    analyze(run_dir, limit=LIMIT, checkpoint="last")
+    _, _, m = read_confusion_csv(run_dir / "analysis" / "adversarial_confusion.csv")
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)
+    y = data.test.y[:LIMIT]
+    np.testing.assert_array_equal(m.sum(1), torch.bincount(y, minlength=4).numpy())
+
+    model = irat.models.create("fc1", dataset=data.spec)
+    model.load_state_dict(checkpoint.load(run_dir / "last.pt")["model"])
+    cfg = irat.training.config_from_run(run_dir)
+    res = irat.evaluate(
+        model,
+        data.test,
+        attacks=["pgd-20"],
+        eps=BIG_EPS,
+        limit=LIMIT,
+        seed=cfg.train.seed,
+        batch_size=cfg.eval.batch_size,
+        progress=False,
+        sanity=False,
+    )
+    correct = res.per_sample["pgd-20"]
+    assert np.trace(m) == int(correct.sum())  # trace / total = the robust accuracy
+    np.testing.assert_array_equal(np.diag(m), torch.bincount(y[correct], minlength=4).numpy())
+    assert 0 < np.trace(m) < LIMIT  # the attack is neither vacuous nor total on this toy problem
+
+
+def test_confusion_matrix_counts_pairs():
+    m = confusion_matrix(torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 0, 2, 2]), 3)
+    np.testing.assert_array_equal(m.numpy(), [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    with pytest.raises(ValueError, match="0..2"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+
+
+def test_class_weight_sums_equal_a_hand_computation_from_the_npz_files(run_dir):
+    # Give the records non-uniform weights and a shuffled order, as a reweighting method would.
+    rng = np.random.default_rng(1)
+    files = sorted((run_dir / "records").glob("epoch_*.npz"))
+    assert [f.name for f in files] == ["epoch_000.npz", "epoch_001.npz"]
+    for f in files:
+        with np.load(f) as z:
+            rec = {k: z[k] for k in z.files}
+        perm = rng.permutation(len(rec["idx"]))
+        for k in ("idx", "y", "weight", "loss", "p_true", "steps_to_flip"):
+            rec[k] = rec[k][perm]
+        rec["weight"] = rng.gamma(2.0, 0.5, len(perm)).astype(np.float32)
+        np.savez_compressed(f, **rec)
+
+    recs = load_records(run_dir)
+    np.testing.assert_array_equal(recs.epochs, [0, 1])
+    assert np.all(np.diff(recs.idx) > 0)
+    sums = recs.class_weight_sums(4)
+    for e, f in enumerate(files):
+        with np.load(f) as z:
+            for c in range(4):
+                expected = float(z["weight"][z["y"] == c].astype(np.float64).sum())
+                assert sums[e, c] == pytest.approx(expected, rel=1e-6)
+        assert recs.weight[e].sum() == pytest.approx(sums[e].sum(), rel=1e-5)
+
+    report = analyze(run_dir, epoch=0, limit=0).read_text()
+    assert "All weights are equal" not in report and "epoch 0" in report
+
+
+def test_clear_errors(run_dir, tmp_path):
+    with pytest.raises(AnalysisError, match="not a run directory"):
+        analyze(tmp_path / "nothing")
+    with pytest.raises(AnalysisError, match=r"no record for epoch 7; recorded epochs: 0-1"):
+        analyze(run_dir, epoch=7)
+    for f in (run_dir / "records").iterdir():
+        f.unlink()
+    with pytest.raises(AnalysisError, match="no per-instance records"):
+        analyze(run_dir)
+
+
+def test_limit_zero_needs_no_data(run_dir, tiny_npz):
+    tiny_npz.unlink()  # the dataset is gone: the record figures still render
+    report = analyze(run_dir, limit=0)
+    assert "Skipped" in report.read_text()
+    assert not (run_dir / "analysis" / "adversarial_confusion.png").exists()
+    assert (run_dir / "analysis" / "weights_per_class.png").read_bytes().startswith(PNG_SIGNATURE)
+    with pytest.raises(irat.data.DataError):
+        analyze(run_dir, limit=10)
+
+
+def test_weight_vs_margin_adds_a_steps_to_flip_panel_only_when_recorded(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 7000
+    y = rng.integers(0, 3, n)
+    p = rng.uniform(0, 1, n)
+    w = 1 + rng.normal(0, 0.2, n)
+    names = ["a", "b", "c"]
+    one = plots.weight_vs_margin(w, p, y, names, tmp_path / "one.png", steps_to_flip=np.full(n, -1))
+    two = plots.weight_vs_margin(w, p, y, names, tmp_path / "two.png", steps_to_flip=rng.integers(0, 4, n))
+    assert one.read_bytes().startswith(PNG_SIGNATURE) and two.read_bytes().startswith(PNG_SIGNATURE)
+    assert png_width(two) > 1.5 * png_width(one)
+    assert plots.wide_range([1e-6, 0.5, 2.0]) and not plots.wide_range([0.0, 1e-6, 2.0])
+    assert not plots.wide_range(np.ones(5))
+    assert plots.all_equal(np.array([1.0, 1.0 + 2e-7, np.nan])) and not plots.all_equal([1.0, 1.01])
+    pick = plots.subsample(n, 5000, seed=3)
+    assert len(pick) == 5000 and len(np.unique(pick)) == 5000 and np.all(np.diff(pick) > 0)
+    np.testing.assert_array_equal(pick, plots.subsample(n, 5000, seed=3))
+    np.testing.assert_array_equal(plots.subsample(10, 5000), np.arange(10))
+
+
+def test_class_names_come_from_the_registered_spec():
+    assert class_names("fashion-mnist", 10)[0] == "T-shirt/top"
+    assert class_names("npz", 3) == ["0", "1", "2"]
+
+
+def test_cli_analyze(run_dir, tmp_path):
+    def irat_cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True, timeout=300
+        )
+
+    r = irat_cli("analyze", run_dir, "--limit", "20", "--attack", "pgd-5")
+    assert r.returncode == 0, r.stderr
+    report = run_dir / "analysis" / "report.md"
+    assert r.stdout.strip() == str(report) and report.exists()
+    assert "pgd-5" in report.read_text()
+    r = irat_cli("analyze", run_dir, "--epoch", "5")
+    assert r.returncode == 2 and "irat: error: no record for epoch 5" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = irat_cli("analyze", tmp_path / "nothing")
+    assert r.returncode == 2 and "not a run directory" in r.stderr
+
+
+def test_matplotlib_is_imported_only_when_plotting(tmp_path):
+    code = (
+        "import sys, irat, irat.analysis; assert 'matplotlib' not in sys.modules; "
+        "from irat.analysis import plots; import numpy as np; "
+        "plots.class_weight_over_epochs(np.arange(2), np.ones((2, 2)), ['a', 'b'], sys.argv[1]); "
+        "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, tmp_path / "f.png"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
