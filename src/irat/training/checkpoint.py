@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
