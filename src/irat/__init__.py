@@ -10,16 +10,19 @@ res   = irat.evaluate(model, data.test, attacks=["clean", "pgd-20", "cw-20", "au
 __version__ = "0.1.0"
 
 from irat import attacks, data, losses, methods, models, objectives, weighting  # noqa: E402
+from irat.compare import Comparison, compare  # noqa: E402
 from irat.config import Config, ConfigError  # noqa: E402
 from irat.evaluation import EvalResult, evaluate  # noqa: E402
 from irat.training import Run, train  # noqa: E402
 
 __all__ = [
+    "Comparison",
     "Config",
     "ConfigError",
     "EvalResult",
     "Run",
     "attacks",
+    "compare",
     "data",
     "evaluate",
     "losses",

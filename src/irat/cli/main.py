@@ -1,7 +1,9 @@
-"""The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``.
+"""The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
+``irat compare``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
-(sections: data, model, attack, train, eval; see ``irat.config``).
+(sections: data, model, attack, train, weighting, eval; see ``irat.config``), or ``--key=value``
+when only one section has that key (``--epochs=5``, ``--weighting=vir --objective=mart``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ EXAMPLES = """examples:
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
+  irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
+  irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
 """
 
 
@@ -47,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--eval", action="store_true", help="evaluate the best checkpoint on the test split afterwards"
     )
+
+    c = sub.add_parser(
+        "compare",
+        help="train several methods under one budget and print one table",
+        description="Train each method with the same config, data, initial weights and budget, evaluate "
+        "each on the same test images, write OUT/comparison.md and the analysis plots of every run. "
+        "Existing runs in OUT are resumed.",
+        epilog=_choices_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--config", help="YAML file with sections data, model, attack, train, weighting, eval")
+    c.add_argument(
+        "--methods",
+        default="at,mail-trades,vir-trades",
+        help="comma-separated (default: at,mail-trades,vir-trades)",
+    )
+    c.add_argument("--out", default="runs/compare", help="folder of the runs (default: runs/compare)")
+    c.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    c.add_argument("--no-analyze", action="store_true", help="skip the analysis plots")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -93,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    bad = [a for a in extra if not (a.startswith("--") and "." in a.split("=")[0])]
-    if bad or (extra and args.command != "train"):
+    bad = [a for a in extra if not (a.startswith("--") and ("=" in a or "." in a))]
+    if bad or (extra and args.command not in ("train", "compare")):
         parser.error(
             f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)"
         )
@@ -103,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, extra)
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "compare":
+            return _compare(args, extra)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -161,6 +186,22 @@ def _train(args, overrides: list[str]) -> int:
                 data_dir=args.data_dir,
             )
         )
+    return 0
+
+
+def _compare(args, overrides: list[str]) -> int:
+    import irat
+    from irat.config import load
+
+    if args.data_dir:
+        overrides = [*overrides, f"--data.root={args.data_dir}"]
+    cfg = load(args.config, overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    comparison = irat.compare(methods, config=cfg, out=args.out, analyze=not args.no_analyze)
+    print(comparison.to_markdown())
+    print(f"table: {comparison.out / 'comparison.md'}")
+    if not args.no_analyze:
+        print("plots: " + ", ".join(str(comparison.out / m / "analysis" / "report.md") for m in methods))
     return 0
 
 
