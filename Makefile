@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/irat train --config configs/demo.yaml --out runs/demo --resume
-	$(BIN)/irat eval runs/demo
+	$(BIN)/irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

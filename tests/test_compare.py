@@ -1,0 +1,90 @@
+"""``irat.compare`` and ``irat compare``: several methods under one budget, one table."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import irat
+
+
+@pytest.fixture
+def toy(tiny_npz):
+    return irat.data.load("npz", root=tiny_npz, val_size=40)
+
+
+def test_compare_trains_each_method_from_the_same_start_and_tabulates(toy, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    starts, original = [], irat.train
+
+    def recording_train(model, *args, **kwargs):
+        starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(irat, "train", recording_train)
+    kw = dict(epochs=1, steps=3, eps=0.05, progress=False, batch_size=64, **{"model.name": "fc1"})
+    cmp = irat.compare(
+        ["at", "mail-at"],
+        out=out,
+        data=toy,
+        analyze=False,
+        attacks=["clean", "pgd-10"],
+        **{"eval.limit": 50},
+        **kw,
+    )
+    assert list(cmp.results) == ["at", "mail-at"]
+    table = (out / "comparison.md").read_text()
+    assert "| method | clean | pgd-10 | worst-case | epoch |" in table and "| mail-at |" in table
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["at"]["n"] == 50 and saved["at"]["accuracy"]["pgd-10"] <= saved["at"]["accuracy"]["clean"]
+    for method in ("at", "mail-at"):
+        assert (out / method / "eval.json").exists() and (out / method / "best.pt").exists()
+    assert len(starts) == 2 and all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+    # a second call resumes the finished runs instead of refusing the existing directories
+    again = irat.compare(["at"], out=out, data=toy, analyze=False, attacks=["clean"], **kw)
+    assert again.best_epoch["at"] == cmp.best_epoch["at"]
+
+
+def test_compare_refuses_an_unknown_method_before_training(toy, tmp_path):
+    with pytest.raises(irat.ConfigError, match="choose one of"):
+        irat.compare(["at", "mial-at"], out=tmp_path / "x", data=toy, analyze=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_compare_with_a_combination_outside_the_papers(tiny_npz, tmp_path):
+    out = tmp_path / "cmp"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "irat",
+            "compare",
+            "--methods",
+            "at",
+            "--out",
+            str(out),
+            "--no-analyze",
+            "--data.dataset=npz",
+            f"--data.root={tiny_npz}",
+            "--data.val_size=40",
+            "--model.name=fc1",
+            "--epochs=1",
+            "--steps=2",
+            "--eps=0.05",
+            "--progress=false",
+            "--eval.limit=30",
+            "--eval.attacks=clean,fgsm",
+            "--weighting=vir",
+            "--objective=mart",
+            "--weighting.burn_in=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "| at |" in r.stdout and "on 30 test images" in r.stdout
+    cfg = irat.training.rundir.RunDir(out / "at").read_config()
+    assert cfg["weighting"]["scheme"] == "vir" and cfg["train"]["objective"] == "mart"
