@@ -22,6 +22,15 @@ def _cfg(method, **kw):
     return resolve_config(None, method=method, **kw)
 
 
+def _train(data, out, method, epochs=1, **kw):
+    """A short fc1 run on ``data`` (PGD-3, ε = 0.1) from a fixed initial model."""
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=data.spec)
+    return irat.train(
+        model, data, method=method, epochs=epochs, eps=0.1, out=out, steps=3, progress=False, **kw
+    )
+
+
 @pytest.mark.parametrize(
     "method, objective, trade_off, attack_loss, start, path",
     [
@@ -110,20 +119,7 @@ def test_vir_on_at_computes_natural_logits_for_the_weights_only_without_touching
 def test_each_reweighting_method_trains_and_records_weights_that_are_not_all_ones(
     method, fmnist_small, tmp_path
 ):
-    torch.manual_seed(0)
-    model = irat.models.create("fc1", dataset=fmnist_small.spec)
-    run = irat.train(
-        model,
-        fmnist_small,
-        method=method,
-        epochs=1,
-        eps=0.1,
-        out=tmp_path / method,
-        steps=3,
-        lr=0.05,
-        progress=False,
-        **{"weighting.burn_in": 0},
-    )
+    run = _train(fmnist_small, tmp_path / method, method, lr=0.05, **{"weighting.burn_in": 0})
     assert run.history[0]["train_loss"] > 0
     rec = load_record(RunDir(run.dir).record_path(0))
     w = rec["weight"]
@@ -136,19 +132,7 @@ def test_each_reweighting_method_trains_and_records_weights_that_are_not_all_one
 
 
 def test_burn_in_records_all_ones_then_weights(fmnist_small, tmp_path):
-    torch.manual_seed(0)
-    model = irat.models.create("fc1", dataset=fmnist_small.spec)
-    run = irat.train(
-        model,
-        fmnist_small,
-        method="mail-at",
-        epochs=2,
-        eps=0.1,
-        out=tmp_path / "m",
-        steps=3,
-        progress=False,
-        **{"weighting.burn_in": 1},
-    )
+    run = _train(fmnist_small, tmp_path / "m", "mail-at", epochs=2, **{"weighting.burn_in": 1})
     d = RunDir(run.dir)
     assert (load_record(d.record_path(0))["weight"] == 1).all()
     assert load_record(d.record_path(1))["weight"].std() > 1e-3
@@ -156,17 +140,10 @@ def test_burn_in_records_all_ones_then_weights(fmnist_small, tmp_path):
 
 def test_a_combination_outside_the_papers_trains(fmnist_small, tmp_path):
     """VIR weights on the MART objective (no paper has it)."""
-    torch.manual_seed(0)
-    model = irat.models.create("fc1", dataset=fmnist_small.spec)
-    run = irat.train(
-        model,
+    run = _train(
         fmnist_small,
-        method="at",
-        epochs=1,
-        eps=0.1,
-        out=tmp_path / "vm",
-        steps=3,
-        progress=False,
+        tmp_path / "vm",
+        "at",
         objective="mart",
         **{"weighting.scheme": "vir", "weighting.burn_in": 0},
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from irat.models._shapes import residual_stages
+
 
 class PreActBlock(nn.Module):
     """The pre-activation block, shared with the WideResNet (which adds dropout between the two
@@ -39,17 +41,11 @@ class PreActResNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)):
         super().__init__()
         self.stem = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
-        stages, c_in = [], widths[0]
-        for i, (n, c) in enumerate(zip(blocks, widths)):
-            stride = 1 if i == 0 else 2
-            stage = [PreActBlock(c_in if j == 0 else c, c, stride if j == 0 else 1) for j in range(n)]
-            stages.append(nn.Sequential(*stage))
-            c_in = c
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(c_in)
+        self.stages = residual_stages(PreActBlock, widths[0], widths, blocks, (1, 2, 2, 2))
+        self.bn = nn.BatchNorm2d(widths[-1])
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn(self.stages(self.stem(x))))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from irat.models._shapes import residual_stages
+
 
 class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
@@ -40,15 +42,9 @@ class ResNet(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        stages, c_in = [], widths[0]
-        for i, (n, c) in enumerate(zip(blocks, widths)):
-            stride = 1 if i == 0 else 2
-            stage = [BasicBlock(c_in if j == 0 else c, c, stride if j == 0 else 1) for j in range(n)]
-            stages.append(nn.Sequential(*stage))
-            c_in = c
-        self.stages = nn.Sequential(*stages)
+        self.stages = residual_stages(BasicBlock, widths[0], widths, blocks, (1, 2, 2, 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.pool(self.stages(self.stem(x)))

@@ -19,6 +19,7 @@ import re
 
 from torch import Tensor, nn
 
+from irat.models._shapes import residual_stages
 from irat.models.preact_resnet import PreActBlock
 
 _NAME = re.compile(r"wrn-(\d+)-(\d+)")
@@ -52,16 +53,13 @@ class WideResNet(nn.Module):
         n = blocks
         widths = (16, 16 * widen, 32 * widen, 64 * widen)
         self.stem = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
-        groups, c_in = [], widths[0]
-        for c, stride in zip(widths[1:], (1, 2, 2)):
-            group = [PreActBlock(c if j else c_in, c, 1 if j else stride, dropout) for j in range(n)]
-            groups.append(nn.Sequential(*group))
-            c_in = c
-        self.groups = nn.Sequential(*groups)
-        self.bn = nn.BatchNorm2d(c_in)
+        self.groups = residual_stages(
+            PreActBlock, widths[0], widths[1:], (n, n, n), (1, 2, 2), dropout=dropout
+        )
+        self.bn = nn.BatchNorm2d(widths[-1])
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
