@@ -166,3 +166,9 @@ def test_weights_enter_the_objective_as_constants():
     g2 = torch.autograd.grad(parts.objective(z_nat, z_adv, y, w.detach().clone())[0], (z_nat, z_adv))
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
     assert Config().weighting.scheme is None
+
+
+def test_a_bad_scheme_option_fails_before_the_run_directory_exists(fmnist_small, tmp_path):
+    with pytest.raises(ConfigError, match="weighting.lam does not apply"):
+        _train(fmnist_small, tmp_path / "bad", "mail-at", **{"weighting.lam": 1.0})
+    assert not (tmp_path / "bad").exists()

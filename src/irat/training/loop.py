@@ -198,6 +198,7 @@ def train(
     if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze)
         cfg.data.root, cfg.data.limit = data.root, data.limit
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
+    build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     model.to(device)
@@ -226,7 +227,6 @@ def train(
         train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
     )
     generator = torch.Generator(device=device)
-    build_step(cfg, generator)  # fail on a bad method/scheme combination before the first epoch
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
 
