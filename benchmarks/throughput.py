@@ -40,7 +40,7 @@ from irat.evaluation.robust import correct_under
 from irat.models.conv import Conv2d
 from irat.training.loop import build_step, resolve_config
 from irat.training.step import train_step
-from irat.types import SampleStats
+from irat.types import Batch, SampleStats
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="fashion-mnist (real files) or 'synthetic'; CIFAR-shaped models (resnet18, "
         "preact-resnet18, wrn-*) always get synthetic 3x32x32 images",
     )
+    p.add_argument("--channels-last", action="store_true", help="irat's loop in channels-last format")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return p.parse_args(argv)
 
@@ -93,7 +94,7 @@ def load_data(args, model: str):
 # the two loops
 
 
-def irat_epoch(model, train, parts, optimizer, batch_size) -> tuple[float, float]:
+def irat_epoch(model, train, parts, optimizer, batch_size, channels_last=False) -> tuple[float, float]:
     """Seconds for one epoch of ``train_step`` and, within it, seconds spent in the attack."""
     attack_time = [0.0]
 
@@ -108,6 +109,8 @@ def irat_epoch(model, train, parts, optimizer, batch_size) -> tuple[float, float
     model.train()
     t0 = time.perf_counter()
     for batch in loader:
+        if channels_last:
+            batch = Batch(batch.idx, batch.x.contiguous(memory_format=torch.channels_last), batch.y)
         train_step(model, batch, timed, optimizer, epoch=0)
     return time.perf_counter() - t0, attack_time[0]
 
@@ -260,6 +263,8 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
 
     base = irat.models.create(model_name, dataset=spec)
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)
+    if args.channels_last:
+        fast_model = fast_model.to(memory_format=torch.channels_last)
     fast_opt = torch.optim.SGD(fast_model.parameters(), lr=0.01, momentum=0.9)
     naive_opt = torch.optim.SGD(naive_model.parameters(), lr=0.01, momentum=0.9)
     train_np = (train.x.numpy(), train.y.numpy())
@@ -269,7 +274,9 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
     fast, naive, attack, evals = [], [], [], []
     irat_epoch(fast_model, train.subset(args.batch_size * 2), parts, fast_opt, args.batch_size)  # warm-up
     for _ in range(args.repeats):
-        epoch_s, attack_s = irat_epoch(fast_model, train, parts, fast_opt, args.batch_size)
+        epoch_s, attack_s = irat_epoch(
+            fast_model, train, parts, fast_opt, args.batch_size, args.channels_last
+        )
         fast.append(epoch_s)
         attack.append(attack_s)
         if naive_ok:
@@ -301,6 +308,7 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "data": data_name,
+        "channels_last": args.channels_last,
     }
 
 

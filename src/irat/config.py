@@ -75,6 +75,7 @@ class TrainConfig:
     val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
     progress: bool = True  # progress bars on training and evaluation
 
 

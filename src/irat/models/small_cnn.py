@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from irat.models.flatten import Flatten
+
 WIDTHS = (64, 128, 196)
 
 
@@ -37,7 +39,7 @@ def small_cnn(channels: int, image_size: tuple[int, int], num_classes: int) -> n
         raise ValueError(f"small-cnn needs images of at least 8×8 pixels, got {image_size}")
     return nn.Sequential(
         *layers,
-        nn.Flatten(),
+        Flatten(),  # keeps the gradient's memory format (models/flatten.py)
         nn.Linear(c_in * h * w, 256),
         nn.ReLU(inplace=True),
         nn.Linear(256, num_classes),

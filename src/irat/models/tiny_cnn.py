@@ -11,6 +11,7 @@ from torch import nn
 
 from irat.models._shapes import conv_out
 from irat.models.conv import Conv2d
+from irat.models.flatten import Flatten
 
 
 def tiny_cnn(channels: int, image_size: tuple[int, int], num_classes: int) -> nn.Module:
@@ -22,7 +23,7 @@ def tiny_cnn(channels: int, image_size: tuple[int, int], num_classes: int) -> nn
         nn.ReLU(inplace=True),
         nn.Conv2d(16, 32, 4, stride=2, padding=1),
         nn.ReLU(inplace=True),
-        nn.Flatten(),
+        Flatten(),  # keeps the gradient's memory format (models/flatten.py)
         nn.Linear(32 * h * w, 100),
         nn.ReLU(inplace=True),
         nn.Linear(100, num_classes),

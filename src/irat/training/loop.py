@@ -31,6 +31,7 @@ from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
 from irat.training.step import StepParts, train_step
+from irat.types import Batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -202,6 +203,8 @@ def train(
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     model.to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     tc = cfg.train
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
@@ -249,6 +252,8 @@ def train(
         sums = torch.zeros(3, device=device)  # loss·B, correct on x', count
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
+            if cfg.train.channels_last:
+                batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             step = train_step(model, batch, parts, optimizer, epoch)
             s = step.stats
             recorder.log(
