@@ -26,7 +26,8 @@ def test_flatten_matches_nn_flatten_and_keeps_the_gradient_format():
         (ga,) = torch.autograd.grad((out_a * w).sum(), a)
         (gb,) = torch.autograd.grad((out_b * w).sum(), b)
         assert torch.equal(ga, gb)
-        assert ga.is_contiguous(memory_format=CL) == (xin.is_contiguous(memory_format=CL) and not xin.is_contiguous())
+        input_is_cl = xin.is_contiguous(memory_format=CL) and not xin.is_contiguous()
+        assert ga.is_contiguous(memory_format=CL) == input_is_cl
 
 
 def test_a_channels_last_training_step_equals_the_default_one():
