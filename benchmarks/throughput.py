@@ -61,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "preact-resnet18, wrn-*) always get synthetic 3x32x32 images",
     )
     p.add_argument("--channels-last", action="store_true", help="irat's loop in channels-last format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the irat model")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return p.parse_args(argv)
 
@@ -265,6 +266,8 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)
     if args.channels_last:
         fast_model = fast_model.to(memory_format=torch.channels_last)
+    if args.compile:
+        fast_model = torch.compile(fast_model)
     fast_opt = torch.optim.SGD(fast_model.parameters(), lr=0.01, momentum=0.9)
     naive_opt = torch.optim.SGD(naive_model.parameters(), lr=0.01, momentum=0.9)
     train_np = (train.x.numpy(), train.y.numpy())
@@ -309,6 +312,7 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
         "torch": torch.__version__,
         "data": data_name,
         "channels_last": args.channels_last,
+        "compile": args.compile,
     }
 
 
