@@ -33,6 +33,8 @@ def test_defaults_validate_and_overrides_are_typed(tmp_path):
         ({"train": {"progress": 1}}, "true or false"),
         ({"train": {"milestones": [30, 60]}}, "fractions"),
         ({"eval": {"step_size": -0.01}}, "eval.step_size=-0.01 must be > 0"),
+        ({"train": {"precision": "fp16"}}, "choose one of: fp32, bf16"),
+        ({"train": {"precision": "bf16", "method": "mail-trades"}}, "plain, AT and TRADES training only"),
     ],
 )
 def test_bad_values_give_one_clear_error(values, fragment):

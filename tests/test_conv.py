@@ -75,3 +75,19 @@ def test_double_backward_matches_nn_conv2d():
 def test_state_dict_is_that_of_nn_conv2d():
     fast, stock = _pair()
     assert fast.state_dict().keys() == stock.state_dict().keys()
+
+
+def test_gradients_under_bf16_autocast_match_nn_conv2d():
+    """Under CPU autocast the forward runs in bf16: the backward must accept bf16 gradients and
+    return each gradient in its input's dtype, close to what the stock layer gives."""
+    fast, stock = _pair()
+    fast, stock = fast.float(), stock.float()
+    x = torch.rand(4, 1, 12, 12, requires_grad=True)
+    grads = []
+    for layer in (fast, stock):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = layer(x).float().square().sum()
+        grads.append(torch.autograd.grad(loss, (x, layer.weight, layer.bias)))
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.allclose(a, b, rtol=0.05, atol=0.05 * b.abs().max().item())

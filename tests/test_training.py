@@ -85,3 +85,10 @@ def test_resume_after_a_kill_gives_the_same_final_metrics(fmnist_small, tmp_path
 def test_non_finite_loss_stops_with_a_clear_error(fmnist_small, tmp_path):
     with pytest.raises(irat.training.NonFiniteLossError, match="lower --train.lr"):
         _train(fmnist_small, tmp_path / "nan", epochs=1, steps=1, lr=1e30)
+
+
+def test_bf16_autocast_training_runs_and_learns(fmnist_small, tmp_path):
+    run = _train(fmnist_small, tmp_path / "bf16", precision="bf16")
+    assert run.history[-1]["val_clean_acc"] > 0.5 and run.history[-1]["val_robust_acc"] > 0.2
+    state = irat.training.checkpoint.load(RunDir(run.dir).last)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())

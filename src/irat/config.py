@@ -76,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
     progress: bool = True  # progress bars on training and evaluation
 
 
@@ -224,6 +225,17 @@ def validate(cfg: Config) -> None:
     if cfg.attack.start is not None:
         _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
     _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
+    _choice("train.precision", cfg.train.precision, ["fp32", "bf16"])
+    if cfg.train.precision == "bf16":
+        recipe = methods.get(cfg.train.method)
+        objective = cfg.train.objective or recipe.objective
+        scheme = cfg.weighting.scheme or recipe.weighting
+        if objective not in ("natural", "at", "trades") or scheme != "uniform":
+            raise ConfigError(
+                "train.precision=bf16 is allowed for plain, AT and TRADES training only (METHODS.md "
+                f"§1.1.5: instance weights need fp32); method {cfg.train.method!r} uses objective "
+                f"{objective!r} with {scheme!r} weights. Use --train.precision=fp32."
+            )
     w = cfg.weighting
     for name, value, choices in [
         ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir"]),

@@ -47,13 +47,16 @@ class _NativeInputGradConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         s, p = ctx.stride, ctx.padding
         gx = gw = gb = None
+        # under autocast the forward ran in a lower precision: compute in the gradient's dtype
+        # and hand each gradient back in its input's dtype
+        cx, cw = x.to(grad_out.dtype), weight.to(grad_out.dtype)
         if ctx.needs_input_grad[0]:
-            gx = input_grad(grad_out, weight, s, p, x.shape[-2:])
+            gx = input_grad(grad_out, cw, s, p, x.shape[-2:]).to(x.dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             _, gw, gb = torch.ops.aten.convolution_backward(
                 grad_out,
-                x,
-                weight,
+                cx,
+                cw,
                 [weight.shape[0]] if ctx.has_bias else None,
                 [s, s],
                 [p, p],
@@ -63,6 +66,8 @@ class _NativeInputGradConv(torch.autograd.Function):
                 1,
                 [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias],
             )
+            gw = None if gw is None else gw.to(weight.dtype)
+            gb = None if gb is None else gb.to(weight.dtype)
         return gx, gw, gb, None, None
 
 

@@ -254,7 +254,8 @@ def train(
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
             if cfg.train.channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
-            step = train_step(model, batch, parts, optimizer, epoch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+                step = train_step(model, batch, parts, optimizer, epoch)
             s = step.stats
             recorder.log(
                 batch.idx,
