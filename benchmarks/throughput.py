@@ -62,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--channels-last", action="store_true", help="irat's loop in channels-last format")
     p.add_argument("--compile", action="store_true", help="torch.compile the irat model")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of irat's step (AT/TRADES only)")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return p.parse_args(argv)
 
@@ -95,7 +96,9 @@ def load_data(args, model: str):
 # the two loops
 
 
-def irat_epoch(model, train, parts, optimizer, batch_size, channels_last=False) -> tuple[float, float]:
+def irat_epoch(
+    model, train, parts, optimizer, batch_size, channels_last=False, bf16=False
+) -> tuple[float, float]:
     """Seconds for one epoch of ``train_step`` and, within it, seconds spent in the attack."""
     attack_time = [0.0]
 
@@ -112,7 +115,8 @@ def irat_epoch(model, train, parts, optimizer, batch_size, channels_last=False) 
     for batch in loader:
         if channels_last:
             batch = Batch(batch.idx, batch.x.contiguous(memory_format=torch.channels_last), batch.y)
-        train_step(model, batch, timed, optimizer, epoch=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            train_step(model, batch, timed, optimizer, epoch=0)
     return time.perf_counter() - t0, attack_time[0]
 
 
@@ -313,6 +317,7 @@ def measure(model_name: str, method: str, args, peak: float) -> dict:
         "data": data_name,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "bf16": args.bf16,
     }
 
 
