@@ -118,24 +118,23 @@ def pgd(
                     per_sample = losses.cw(z, y, kappa)
                 (grad,) = torch.autograd.grad(per_sample.sum(), x_adv)
             x_adv = x_adv.detach()
+            wrong = z.detach().argmax(1) != y if record_path or tau is not None else None
             if record_path:
-                wrong = z.detach().argmax(1) != y
                 n_correct += (~wrong).long()
                 new = wrong & ~found
                 first_wrong = torch.where(new, torch.full_like(first_wrong, k), first_wrong)
-                x_first = torch.where(new.view(-1, *([1] * (x.dim() - 1))), x_adv, x_first)
+                x_first = torch.where(_per_sample(new, x), x_adv, x_first)
                 z_first = z.detach() if z_first is None else torch.where(new[:, None], z.detach(), z_first)
                 found = found | wrong
             if tau is None:
                 x_adv = ball.project(ball.step(x_adv, grad, step_size), x)
                 continue
-            wrong = z.detach().argmax(1) != y
             frozen = frozen | (wrong & (budget == 0))
             budget = budget - (wrong & ~frozen).long()
             moved = ball.step(x_adv, grad, step_size)
             if noise > 0:
                 moved = moved + noise * gaussian(x_adv.shape, x_adv, generator)
-            x_adv = torch.where(frozen.view(-1, *([1] * (x.dim() - 1))), x_adv, ball.project(moved, x))
+            x_adv = torch.where(_per_sample(frozen, x), x_adv, ball.project(moved, x))
         logits_adv = None
         if final_logits or record_path:
             with torch.no_grad():
@@ -143,7 +142,7 @@ def pgd(
     if not record_path:
         return AttackResult(x_adv=x_adv, logits_adv=logits_adv if final_logits else None)
     # x^(K): never wrong before → first_wrong stays K and the iterate is x^(K) either way.
-    x_first = torch.where(found.view(-1, *([1] * (x.dim() - 1))), x_first, x_adv)
+    x_first = torch.where(_per_sample(found, x), x_first, x_adv)
     z_first = logits_adv if z_first is None else torch.where(found[:, None], z_first, logits_adv)
     return AttackResult(
         x_adv=x_adv,
@@ -153,3 +152,8 @@ def pgd(
         x_first_wrong=x_first,
         logits_first_wrong=z_first,
     )
+
+
+def _per_sample(mask: Tensor, x: Tensor) -> Tensor:
+    """A per-sample mask [B] shaped to broadcast against ``x`` [B, C, H, W]."""
+    return mask.view(-1, *([1] * (x.dim() - 1)))

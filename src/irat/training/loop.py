@@ -110,7 +110,7 @@ def scheme_params(cfg: Config) -> tuple[str, dict]:
     name = cfg.weighting.scheme or recipe.weighting
     options = SCHEME_OPTIONS[name]
     chosen = dict(recipe.params) if name == recipe.weighting else {}
-    for option in ("alpha", "gamma", "beta", "margin", "lam", "lam_schedule", "normalize"):
+    for option in sorted({o for opts in SCHEME_OPTIONS.values() for o in opts}):
         value = getattr(cfg.weighting, option)
         if value is None:
             continue
