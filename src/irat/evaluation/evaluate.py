@@ -17,6 +17,7 @@ from torch import Tensor
 from irat import attacks as attack_lib
 from irat.evaluation.robust import correct_under
 from irat.evaluation.sanity import check_accuracies, check_eps_sweep
+from irat.runtime import keep_freed_memory
 
 EPS_SWEEP_FACTORS = (1.0, 2.0, 4.0)
 """ε multiples of the sanity sweep (PGD-20 on up to ``EPS_SWEEP_IMAGES`` images)."""
@@ -117,6 +118,8 @@ def evaluate(
     if not attacks:
         raise ValueError("attacks is empty; name at least one, e.g. ['clean', 'pgd-20']")
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
     x, y = split.x[:limit].to(device), split.y[:limit].to(device)
     n = len(y)
     if n == 0:

@@ -26,6 +26,7 @@ from irat.config import Config, ConfigError, from_dict
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
+from irat.runtime import keep_freed_memory
 from irat.training import checkpoint
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
@@ -202,6 +203,8 @@ def train(
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
     model.to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
