@@ -29,8 +29,10 @@ def kl(z_p: Tensor, z_q: Tensor) -> Tensor:
 
 
 def other_max(v: Tensor, y: Tensor) -> Tensor:
-    """``max_{j≠y} v_j`` per sample, masking the true class with −inf (never "top-1 ≠ y")."""
-    masked = v.masked_fill(F.one_hot(y, v.shape[1]).bool(), float("-inf"))
+    """``max_{j≠y} v_j`` per sample, masking the true class with −inf (never "top-1 ≠ y").
+    The mask is scattered, not ``F.one_hot``, which reads ``y``'s range back to the host."""
+    is_true = torch.zeros_like(v, dtype=torch.bool).scatter_(1, y[:, None], True)
+    masked = v.masked_fill(is_true, float("-inf"))
     return masked.amax(1)
 
 

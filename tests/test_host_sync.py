@@ -1,0 +1,76 @@
+"""No host synchronisation in the training step (the performance issue; a CUDA-graph-friendly
+step). On a GPU, reading a value back (``.item()``, ``bool(t)``, ``F.one_hot``'s range check,
+``nonzero``) stalls the host until the device has caught up. This machine has no GPU, so the
+test watches for the operators that would do it, through a dispatch mode that sees every
+operator the step runs."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import irat
+from irat import methods
+from irat.training.loop import build_step, resolve_config
+from irat.training.step import train_step
+from irat.types import Batch
+
+READ_BACK = {"_local_scalar_dense", "nonzero", "masked_select", "equal", "is_nonzero", "unique", "_unique2"}
+FMNIST = irat.data.registry.get("fashion-mnist").spec
+
+
+class ReadBacks(TorchDispatchMode):
+    """Counts operators whose result the host must wait for."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in READ_BACK:
+            self.seen.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_detector_sees_a_read_back():
+    with ReadBacks() as mode:
+        torch.ones(3).sum().item()
+        torch.nn.functional.one_hot(torch.tensor([0, 2]), 3)
+    assert mode.seen.count("_local_scalar_dense") >= 2
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_training_step_reads_nothing_back(method):
+    cfg = resolve_config(None, method=method, eps=0.1, steps=3, epochs=10, **{"weighting.burn_in": 0})
+    parts = build_step(cfg, torch.Generator().manual_seed(0), epoch=5)
+    torch.manual_seed(0)
+    model = irat.models.create("tiny-cnn", dataset=FMNIST)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    batch = Batch(torch.arange(16), torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    with ReadBacks() as mode:
+        train_step(model, batch, parts, optimizer, epoch=5)
+    assert mode.seen == []
+
+
+def test_training_loop_reads_back_once_per_epoch_not_per_step(tiny_npz, tmp_path):
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)
+
+    def read_backs(batch_size):
+        torch.manual_seed(0)
+        model = irat.models.create("fc1", dataset=data.spec)
+        with ReadBacks() as mode:
+            irat.train(
+                model,
+                data,
+                method="mail-trades",
+                epochs=1,
+                eps=0.1,
+                steps=2,
+                batch_size=batch_size,
+                out=tmp_path / f"b{batch_size}",
+                progress=False,
+                burn_in=0,
+            )
+        return len(mode.seen)
+
+    # 360 training images: 23 steps against 3; the epoch's read-backs (metrics, validation) stay
+    assert read_backs(16) == read_backs(120)
