@@ -108,3 +108,43 @@ def test_bad_arguments_fail_clearly(trained):
         irat.evaluate(trained, test, ["clean"], eps=-1, progress=False)
     with pytest.raises(ValueError, match="unknown"):
         irat.evaluate(trained, test, ["pgd-ten"], eps=0.1, progress=False)
+
+
+def test_evaluation_halves_the_batch_on_out_of_memory_and_loses_nothing():
+    from irat.evaluation.robust import correct_under
+    from irat.types import AttackResult
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(70, 1, 2, 2), torch.randint(0, 3, (70,))
+    tried = []
+
+    def attack(m, xb, yb):  # a device that fits at most 20 images
+        tried.append(len(yb))
+        if len(yb) > 20:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return AttackResult(x_adv=xb, logits_adv=m(xb))
+
+    got = correct_under(model, x, y, attack, batch_size=None)  # CPU default: min(n, 500) = 70
+    with torch.no_grad():
+        expected = model(x).argmax(1) == y
+    assert torch.equal(got, expected)
+    assert tried[:3] == [70, 35, 17] and set(tried[3:]) <= {17, 2}  # 70 → 35 → 17, then it stays
+    assert sum(t for t in tried if t <= 20) == 70
+
+
+def test_evaluation_gives_up_on_out_of_memory_at_batch_one():
+    from irat.evaluation.robust import correct_under
+
+    def attack(m, xb, yb):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        correct_under(nn.Linear(1, 1), torch.rand(3, 1), torch.zeros(3).long(), attack, batch_size=2)
+
+
+def test_default_evaluation_batch_is_500_on_cpu_and_the_split_on_gpu():
+    from irat.evaluation.robust import default_batch_size
+
+    assert default_batch_size(torch.device("cpu"), 10_000) == 500
+    assert default_batch_size(torch.device("cpu"), 40) == 40
+    assert default_batch_size(torch.device("cuda"), 10_000) == 10_000

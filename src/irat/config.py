@@ -84,7 +84,7 @@ class TrainConfig:
 class EvalConfig:
     attacks: list[str] = field(default_factory=lambda: ["clean", "pgd-20", "cw-20", "autoattack"])
     limit: int | None = None  # evaluate on the first N test images (None: all; tables state N)
-    batch_size: int = 500
+    batch_size: int | None = None  # None: 500 on the CPU; on a GPU the whole split, halved on OOM
     checkpoint: str = "best"  # best | last
     step_size: float | None = None  # PGD-k / CW-k step (None: eps/4); restarts via names, e.g. pgd-20x5
 
@@ -258,7 +258,7 @@ def validate(cfg: Config) -> None:
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
-        ("eval.batch_size", cfg.eval.batch_size >= 1, "must be >= 1"),
+        ("eval.batch_size", cfg.eval.batch_size is None or cfg.eval.batch_size >= 1, "must be >= 1 or none"),
         ("eval.step_size", cfg.eval.step_size is None or cfg.eval.step_size > 0, "must be > 0"),
     ]
     for name, ok, rule in checks:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from irat.evaluation.robust import predictions_under
+
 
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor:
     """[K, K] int64 counts: entry (i, j) = number of images of class i predicted as j."""
@@ -19,23 +21,20 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor
 
 
 def adversarial_predictions(
-    model: torch.nn.Module, x: Tensor, y: Tensor, attack, *, batch_size: int = 500, seed: int | None = 0
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack,
+    *,
+    batch_size: int | None = None,
+    seed: int | None = 0,
 ) -> Tensor:
     """argmax of the model's logits at ``attack(model, x, y)`` for every image [N] (on ``y``'s
     device), in batches. ``seed`` seeds the attack's random start as ``irat.evaluate`` does (the
     same seed and batch size give the same points). The model's mode is restored afterwards."""
     if seed is not None:
         torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    out = torch.empty(len(y), dtype=torch.long, device=y.device)
-    try:
-        for s in range(0, len(y), batch_size):
-            logits = attack(model, x[s : s + batch_size], y[s : s + batch_size]).logits_adv
-            out[s : s + batch_size] = logits.argmax(1)
-    finally:
-        model.train(was_training)
-    return out
+    return predictions_under(model, x, y, attack, batch_size=batch_size)
 
 
 def adversarial_confusion(
@@ -45,7 +44,7 @@ def adversarial_confusion(
     attack,
     num_classes: int,
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     seed: int | None = 0,
 ) -> Tensor:
     """``confusion_matrix(y, adversarial_predictions(...))``: [K, K] int64 on the CPU; its trace

@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--attacks", help="comma-separated attacks (default: the run's eval.attacks)")
     e.add_argument("--limit", type=int, help="evaluate on the first N test images")
     e.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default: best)")
-    e.add_argument("--batch-size", type=int, help="evaluation batch size")
+    e.add_argument(
+        "--batch-size",
+        type=int,
+        help="evaluation batch (default: 500 on the CPU, the whole split on a GPU; halved on out-of-memory)",
+    )
     e.add_argument("--data-dir", help="folder holding the dataset files")
 
     a = sub.add_parser(

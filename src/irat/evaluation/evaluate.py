@@ -97,7 +97,7 @@ def evaluate(
     eps: float = 0.1,
     norm: str = "linf",
     limit: int | None = None,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
     sanity: bool = True,

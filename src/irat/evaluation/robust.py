@@ -1,8 +1,14 @@
 """Per-sample robust correctness of a model under one attack over a whole split.
 
-``correct_under(model, split, attack) -> bool [N]``: ``argmax f(A(x)) == y`` for every image, in
-batches, the model in eval mode. Naturally misclassified points count as non-robust because the
-attack's logits are taken at its output, which for a wrong point is still wrong or worse.
+``correct_under(model, x, y, attack) -> bool [N]``: ``argmax f(A(x)) == y`` for every image, in
+batches, the model in eval mode; ``predictions_under`` gives the argmax itself. Naturally
+misclassified points count as non-robust because the attack's logits are taken at its output,
+which for a wrong point is still wrong or worse.
+
+Batching (the performance issue: evaluate at the largest batch that fits). On a GPU the default
+batch is the whole split; on the CPU it is ``CPU_BATCH`` = 500, the fastest measured for PGD-20
+on this project's machine (``benchmarks/README.md``; larger batches were slower there). On
+out-of-memory the batch is halved and the failed batch is run again, so any batch size works.
 """
 
 from __future__ import annotations
@@ -18,20 +24,64 @@ def correct_under(
     y: Tensor,
     attack,
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     progress: bool = False,
     desc: str = "",
 ) -> Tensor:
     """``x`` [N, C, H, W] in [0, 1], ``y`` [N]; ``attack(model, x, y) -> AttackResult`` with
-    logits. Returns a bool tensor [N] on the data's device. The attack itself restores the
-    model's mode; clean evaluation runs under ``inference_mode``."""
+    logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y``."""
+    return predictions_under(model, x, y, attack, batch_size=batch_size, progress=progress, desc=desc) == y
+
+
+def predictions_under(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack,
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> Tensor:
+    """The model's argmax at ``attack(model, x, y)`` for every image, a long tensor [N] on ``y``'s
+    device. ``batch_size``: None for ``default_batch_size``; halved on out-of-memory. The attack
+    itself restores the model's mode; clean evaluation runs under ``inference_mode``."""
+    n = len(y)
+    batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
+    if batch < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
     was_training = model.training
     model.eval()
-    out = torch.empty(len(y), dtype=torch.bool, device=y.device)
-    starts = range(0, len(y), batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch"):
-        xb, yb = x[s : s + batch_size], y[s : s + batch_size]
-        logits = attack(model, xb, yb).logits_adv
-        out[s : s + batch_size] = logits.argmax(1) == yb
-    model.train(was_training)
+    out = torch.empty(n, dtype=torch.long, device=y.device)
+    s = 0
+    try:
+        with tqdm(total=n, desc=desc, disable=not progress, leave=False, unit="img") as bar:
+            while s < n:
+                xb, yb = x[s : s + batch], y[s : s + batch]
+                try:
+                    logits = attack(model, xb, yb).logits_adv
+                except torch.OutOfMemoryError:
+                    if batch == 1:
+                        raise
+                    batch //= 2
+                    _release_cached_memory(x.device)
+                    continue
+                out[s : s + len(yb)] = logits.argmax(1)
+                s += len(yb)
+                bar.update(len(yb))
+    finally:
+        model.train(was_training)
     return out
+
+
+CPU_BATCH = 500
+
+
+def default_batch_size(device: torch.device, n: int) -> int:
+    """The whole split on a GPU (halved on out-of-memory), ``CPU_BATCH`` on the CPU."""
+    return max(1, min(n, CPU_BATCH)) if device.type == "cpu" else max(1, n)
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
