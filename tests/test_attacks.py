@@ -447,6 +447,21 @@ def test_final_logits_false_skips_the_last_forward(trained):
     assert res.logits_adv is not None and res.steps_to_flip is not None
 
 
+def test_kappa_alone_costs_no_extra_forward_and_matches_the_full_record(trained):
+    model, x, y = trained
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    kw = dict(eps=0.1, steps=4, step_size=0.03, final_logits=False, record_path=True)
+    full = pgd(model, x, y, generator=_generator(), **kw)
+    n_full, calls[:] = len(calls), []
+    kappa = pgd(model, x, y, generator=_generator(), first_wrong=False, **kw)
+    hook.remove()
+    assert n_full == 5 and len(calls) == 4  # K forwards; the full record checks x^(K) once more
+    assert torch.equal(kappa.steps_to_flip, full.steps_to_flip) and torch.equal(kappa.x_adv, full.x_adv)
+    assert kappa.first_wrong is None and kappa.logits_first_wrong is None and kappa.logits_adv is None
+    assert full.first_wrong is not None and full.logits_first_wrong is not None
+
+
 def test_kl_attack_uses_given_natural_logits(trained):
     model, x, y = trained
     with torch.no_grad():

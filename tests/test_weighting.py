@@ -425,12 +425,12 @@ def test_make_rejects_unknown_names_parameters_and_options():
     "name,params,expected",
     [
         ("uniform", {}, set()),
-        ("gairat", {}, {"path"}),
+        ("gairat", {}, {"kappa"}),
         ("wmmr", {}, set()),
         ("wmmr", {"margin_on": "nat"}, {"nat"}),
         ("mail", {}, set()),
         ("mail", {"margin": "nat"}, {"nat"}),
-        ("mail", {"margin": "dif"}, {"nat", "path"}),
+        ("mail", {"margin": "dif"}, {"nat", "first_wrong"}),
         ("vir", {}, {"nat"}),
     ],
 )

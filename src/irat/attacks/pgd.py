@@ -12,9 +12,11 @@ Losses (all maximised): ``ce`` = CE(z, y); ``kl`` = KL(p(x) ‖ p(x')) with p(x)
 ``cw`` = −clamp(z_y − max_{j≠y} z_j + κ, min=0) (CW-k, §3.3).
 
 Path record (``record_path=True``): ``steps_to_flip`` κ_i = Σ_{k<K} correct_{k,i} ∈ [0, K]
-(GAIRAT's least PGD steps; x^(K) is not counted); ``first_wrong`` the smallest k ∈ 0..K whose
-iterate is misclassified (K if none; x^(K) is checked with the final forward) and
-``x_first_wrong`` that iterate (x^(K) if none). All vectorised.
+(GAIRAT's least PGD steps; x^(K) is not counted); with ``first_wrong=True`` (the default) also
+``first_wrong`` the smallest k ∈ 0..K whose iterate is misclassified (K if none; x^(K) is checked
+with one more forward), ``x_first_wrong`` that iterate (x^(K) if none) and its logits. κ alone
+(``first_wrong=False``, what GAIRAT needs) costs one comparison per step and no extra forward.
+All vectorised.
 
 Gradients are taken with ``torch.autograd.grad(loss, x_adv)`` with respect to the input only:
 no ``.backward()``, parameter ``.grad`` is never touched, and the parameters are frozen
@@ -64,6 +66,7 @@ def pgd(
     kappa: float = 50.0,
     logits_nat: Tensor | None = None,
     record_path: bool = False,
+    first_wrong: bool = True,
     final_logits: bool = True,
     generator: torch.Generator | None = None,
     tau: int | None = None,
@@ -75,8 +78,8 @@ def pgd(
     ``start``: ``uniform`` | ``gauss_small`` | ``none``, drawn from ``generator`` (the global RNG
     when None). ``logits_nat``: p(x) for the ``kl`` loss (computed once under no_grad if None).
     ``final_logits``: one more no-grad forward on x^(K) → ``logits_adv`` (the training step
-    passes False and recomputes them in train mode with a graph); with ``record_path`` that
-    forward is needed for ``first_wrong`` anyway and its logits are returned.
+    passes False and recomputes them in train mode with a graph); with ``record_path`` and
+    ``first_wrong`` that forward is needed anyway and its logits are returned.
     K = 0 returns the start x⁰ (= x for start ``none``); ε = 0 returns x for any K and start.
 
     Early stopping (FAT, §3.6) with ``tau`` (per-sample budget τ ≥ 0, None: off): at iterate k a
@@ -97,11 +100,12 @@ def pgd(
                     logits_nat = model(x)
             target = logits_nat.detach()
         x_adv = ball.random_start(x, start, generator)
+        track_first = record_path and first_wrong
         if record_path:
-            batch = y.shape[0]
-            n_correct = torch.zeros(batch, dtype=torch.long, device=y.device)
-            first_wrong = torch.full((batch,), int(steps), dtype=torch.long, device=y.device)
-            found = torch.zeros(batch, dtype=torch.bool, device=y.device)
+            n_correct = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
+        if track_first:
+            k_first = torch.full(y.shape, int(steps), dtype=torch.long, device=y.device)
+            found = torch.zeros(y.shape, dtype=torch.bool, device=y.device)
             x_first, z_first = x_adv, None
         if tau is not None:
             budget = torch.full(y.shape, int(tau), dtype=torch.long, device=y.device)
@@ -121,8 +125,9 @@ def pgd(
             wrong = z.detach().argmax(1) != y if record_path or tau is not None else None
             if record_path:
                 n_correct += (~wrong).long()
+            if track_first:
                 new = wrong & ~found
-                first_wrong = torch.where(new, torch.full_like(first_wrong, k), first_wrong)
+                k_first = torch.where(new, torch.full_like(k_first, k), k_first)
                 x_first = torch.where(_per_sample(new, x), x_adv, x_first)
                 z_first = z.detach() if z_first is None else torch.where(new[:, None], z.detach(), z_first)
                 found = found | wrong
@@ -136,11 +141,13 @@ def pgd(
                 moved = moved + noise * gaussian(x_adv.shape, x_adv, generator)
             x_adv = torch.where(_per_sample(frozen, x), x_adv, ball.project(moved, x))
         logits_adv = None
-        if final_logits or record_path:
+        if final_logits or track_first:
             with torch.no_grad():
                 logits_adv = model(x_adv)
     if not record_path:
         return AttackResult(x_adv=x_adv, logits_adv=logits_adv if final_logits else None)
+    if not track_first:
+        return AttackResult(x_adv=x_adv, logits_adv=logits_adv, steps_to_flip=n_correct)
     # x^(K): never wrong before → first_wrong stays K and the iterate is x^(K) either way.
     x_first = torch.where(_per_sample(found, x), x_first, x_adv)
     z_first = logits_adv if z_first is None else torch.where(found[:, None], z_first, logits_adv)
@@ -148,7 +155,7 @@ def pgd(
         x_adv=x_adv,
         logits_adv=logits_adv,
         steps_to_flip=n_correct,
-        first_wrong=first_wrong,
+        first_wrong=k_first,
         x_first_wrong=x_first,
         logits_first_wrong=z_first,
     )

@@ -22,9 +22,10 @@ Parameters (defaults in brackets):
   30 and −0.07), ``margin`` ∈ {adv, nat, dif} [adv], ``norm`` ∈ {batch, const3} [batch].
 * vir: ``alpha`` [7.0], ``gamma`` [10.0], ``beta`` [0.007] (VIR-AT).
 
-``needs`` answers a subset of {"nat", "path"}: "nat" = natural logits (``SampleStats.logits_nat``),
-"path" = the PGD path (``record_path=True``: ``steps_to_flip`` and, for PM_dif,
-``logits_first_wrong``). A scheme raises ``ValueError`` naming the method option when a statistic
+``needs`` answers a subset of {"nat", "kappa", "first_wrong"}: "nat" = natural logits
+(``SampleStats.logits_nat``), "kappa" = ``steps_to_flip`` from the PGD path (``record_path=True``),
+"first_wrong" = ``logits_first_wrong`` as well (PM_dif; ``record_path=True, first_wrong=True``,
+one more forward). A scheme raises ``ValueError`` naming the method option when a statistic
 it needs is None.
 
 All schemes return detached float tensors [B].
@@ -65,7 +66,7 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
 
 _NAT = "the natural logits (SampleStats.logits_nat; compute the natural forward)"
 _PATH_KAPPA = "steps_to_flip (κ: run the training PGD with record_path=True)"
-_PATH_FIRST = "logits_first_wrong (logits of the first misclassified PGD iterate; record_path=True)"
+_PATH_FIRST = "logits_first_wrong (the first misclassified PGD iterate's logits; record_path=True)"
 
 
 def _build_uniform() -> tuple[Scheme, set[str]]:
@@ -94,7 +95,7 @@ def _build_gairat(
         kappa = kappa.to(stats.logits_adv.dtype)  # weights in the logits' float dtype
         return normalize_to_batch(gairat(kappa, num_steps, schedule_at(stats.epoch)))
 
-    return scheme, {"path"}
+    return scheme, {"kappa"}
 
 
 def _build_wmmr(*, alpha: float = 0.1, margin_on: str = "adv") -> tuple[Scheme, set[str]]:
@@ -128,7 +129,7 @@ def _build_mail(
             pm = prob_margin_dif(z_nat, z_wrong, stats.y)
         return normalise(mail(pm, gamma, beta))
 
-    need = {"adv": set(), "nat": {"nat"}, "dif": {"nat", "path"}}[margin]
+    need = {"adv": set(), "nat": {"nat"}, "dif": {"nat", "first_wrong"}}[margin]
     return scheme, need
 
 
@@ -171,8 +172,8 @@ def make(name: str, **params) -> Scheme:
 
 
 def needs(name: str, **params) -> set[str]:
-    """Which of {"nat", "path"} scheme ``name`` with ``params`` needs: natural logits and/or the
-    PGD path (``record_path=True``)."""
+    """Which of {"nat", "kappa", "first_wrong"} scheme ``name`` with ``params`` needs: natural
+    logits, κ from the PGD path, the first misclassified iterate's logits."""
     _, need = _build(name, params)
     return set(need)
 
