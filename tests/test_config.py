@@ -35,6 +35,7 @@ def test_defaults_validate_and_overrides_are_typed(tmp_path):
         ({"eval": {"step_size": -0.01}}, "eval.step_size=-0.01 must be > 0"),
         ({"train": {"precision": "fp16"}}, "choose one of: fp32, bf16"),
         ({"train": {"precision": "bf16", "method": "mail-trades"}}, "plain, AT and TRADES training only"),
+        ({"train": {"compile": "fast"}}, "choose one of: off, default, reduce-overhead, max-autotune"),
     ],
 )
 def test_bad_values_give_one_clear_error(values, fragment):

@@ -92,3 +92,21 @@ def test_bf16_autocast_training_runs_and_learns(fmnist_small, tmp_path):
     assert run.history[-1]["val_clean_acc"] > 0.5 and run.history[-1]["val_robust_acc"] > 0.2
     state = irat.training.checkpoint.load(RunDir(run.dir).last)
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+
+
+def test_compiled_training_gives_the_eager_result_and_plain_checkpoint_keys(
+    fmnist_small, tmp_path, monkeypatch
+):
+    # the plumbing of train.compile (the compiled module in the steps and the validation, the
+    # checkpoint under the model's own keys) with the aot_eager backend: no C++ compiler needed
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    eager = _train(fmnist_small, tmp_path / "eager", epochs=1, steps=2)
+    compiled = _train(fmnist_small, tmp_path / "compiled", epochs=1, steps=2, compile="default")
+    assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
+    assert compiled.history[0]["val_robust_acc"] == pytest.approx(
+        eager.history[0]["val_robust_acc"], abs=0.01
+    )
+    state = torch.load(RunDir(compiled.dir).last, weights_only=True)["model"]
+    assert set(state) == set(eager.model.state_dict())

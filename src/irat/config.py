@@ -77,7 +77,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
+    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
     progress: bool = True  # progress bars on training and evaluation
+
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -226,6 +230,7 @@ def validate(cfg: Config) -> None:
         _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
     _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
     _choice("train.precision", cfg.train.precision, ["fp32", "bf16"])
+    _choice("train.compile", cfg.train.compile, list(COMPILE_MODES))
     if cfg.train.precision == "bf16":
         recipe = methods.get(cfg.train.method)
         objective = cfg.train.objective or recipe.objective

@@ -213,6 +213,8 @@ def train(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
+    # what the steps and the validation call; checkpoints keep ``model``'s own keys
+    fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
@@ -252,14 +254,14 @@ def train(
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
         parts = build_step(cfg, generator, epoch)
-        model.train()
+        fast.train()
         sums = torch.zeros(3, device=device)  # loss·B, correct on x', count
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
             if cfg.train.channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-                step = train_step(model, batch, parts, optimizer, epoch)
+                step = train_step(fast, batch, parts, optimizer, epoch)
             s = step.stats
             recorder.log(
                 batch.idx,
@@ -282,13 +284,13 @@ def train(
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
             row["val_robust_acc"] = (
-                correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
+                correct_under(fast, val_split.x, val_split.y, val_attack).float().mean().item()
             )
             with torch.inference_mode():
                 row["val_clean_acc"] = (
-                    (model.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
+                    (fast.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
                 )
-            model.train()
+            fast.train()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
