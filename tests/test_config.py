@@ -52,12 +52,25 @@ def test_bare_keys_resolve_to_their_only_section():
         load(None, ["--weighting=softmax"])
 
 
+def test_a_key_of_several_sections_takes_its_training_meaning_in_the_cli_and_the_api():
+    from irat.training.loop import resolve_config
+
+    for cfg in (
+        load(None, ["--batch_size=64", "--step_size=0.01", "--limit=300"]),
+        resolve_config(None, batch_size=64, step_size=0.01, limit=300),
+    ):
+        assert cfg.train.batch_size == 64 and cfg.attack.step_size == 0.01 and cfg.data.limit == 300
+        assert cfg.eval.batch_size is None and cfg.eval.step_size is None and cfg.eval.limit is None
+    cfg = resolve_config(None, weighting="vir", **{"eval.limit": 100})
+    assert cfg.weighting.scheme == "vir" and cfg.eval.limit == 100
+    with pytest.raises(ConfigError, match="unknown option 'epoch'"):
+        resolve_config(None, epoch=3)
+
+
 def test_malformed_override_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="--section.key=value"):
         load(None, ["--train.epochs"])
-    with pytest.raises(ConfigError, match="unknown option --epoch"):
+    with pytest.raises(ConfigError, match="unknown option 'epoch'"):
         load(None, ["--epoch=3"])
-    with pytest.raises(ConfigError, match="--train.batch_size, --eval.batch_size"):
-        load(None, ["--batch_size=64"])
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.yaml")

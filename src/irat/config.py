@@ -136,22 +136,27 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like --section.key=value (e.g. --train.epochs=5)")
-        section, name = key.split(".", 1) if "." in key else _bare(key)
+        section, name = key.split(".", 1) if "." in key else bare_key(key)
         values.setdefault(section, {})[name] = yaml.safe_load(raw) if raw != "" else None
     return from_dict(values)
 
 
-def _bare(key: str) -> tuple[str, str]:
-    """``--epochs=5`` means ``--train.epochs=5`` when exactly one section has that key;
-    ``--weighting=vir`` means ``--weighting.scheme=vir``."""
+SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")
+"""Where a bare key is looked up, in order: a key that several sections have takes its training
+meaning (``batch_size`` → train, ``step_size`` → attack, ``limit`` → data); the evaluation ones
+are written ``eval.batch_size``, ``eval.step_size``, ``eval.limit``."""
+
+
+def bare_key(key: str) -> tuple[str, str]:
+    """(section, name) of a bare key: ``epochs`` → ("train", "epochs"), the first section in
+    ``SECTION_ORDER`` that has it; ``weighting`` → ("weighting", "scheme"). The CLI's
+    ``--epochs=5`` and ``irat.train(epochs=5)`` both resolve through here."""
     if key == "weighting":
         return "weighting", "scheme"
-    owners = [s for s, t in SECTIONS.items() if key in {f.name for f in dataclasses.fields(t)}]
-    if len(owners) == 1:
-        return owners[0], key
-    if owners:
-        raise ConfigError(f"--{key} is ambiguous; write one of: {', '.join(f'--{s}.{key}' for s in owners)}")
-    raise ConfigError(f"unknown option --{key}; write --section.key=value (e.g. --train.epochs=5)")
+    for section in SECTION_ORDER:
+        if key in {f.name for f in dataclasses.fields(SECTIONS[section])}:
+            return section, key
+    raise ConfigError(f"unknown option {key!r}; write section.key=value (e.g. train.epochs=5)")
 
 
 def _section(cfg: Config, section: str):

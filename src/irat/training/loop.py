@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import irat
 from irat import attacks, methods, objectives, weighting
-from irat.config import Config, ConfigError, from_dict
+from irat.config import Config, ConfigError, bare_key, from_dict
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
@@ -53,23 +53,13 @@ class Run:
     model: torch.nn.Module | None = None
 
 
-SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")
-
-
 def resolve_config(config: Config | None = None, **overrides) -> Config:
-    """A validated copy of ``config`` with flat overrides (``epochs=5``, ``eps=0.1``, ``lr=...``)
-    or dotted ones (``**{"eval.limit": 100}``) applied; flat keys are looked up in the sections
-    train, attack, data, model, eval (in that order)."""
+    """A validated copy of ``config`` with flat overrides (``epochs=5``, ``eps=0.1``, ``lr=...``;
+    resolved by ``irat.config.bare_key``, as on the command line) or dotted ones
+    (``**{"eval.limit": 100}``) applied."""
     values = (config or Config()).to_dict()
     for key, value in overrides.items():
-        if "." in key:
-            section, name = key.split(".", 1)
-        else:
-            section = next((s for s in SECTION_ORDER if key in values[s]), None)
-            name = key
-            if section is None:
-                valid = sorted({k for s in SECTION_ORDER for k in values[s]})
-                raise ConfigError(f"unknown option {key!r}; valid options: {', '.join(valid)}")
+        section, name = key.split(".", 1) if "." in key else bare_key(key)
         values.setdefault(section, {})[name] = value
     return from_dict(values)
 
