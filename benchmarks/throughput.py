@@ -213,12 +213,13 @@ class GlobalFlopCounter(FlopCounterMode):
         return done
 
 
-def flops_per_image(model, batch, parts) -> float:
+def flops_per_image(model, batch, parts, images: int = 16) -> float:
     """FLOPs of one training step (attack + update) per image, counted by
-    ``torch.utils.flop_counter`` on a stock-layer copy on the CPU (every kernel has a FLOP
-    formula there; the count does not depend on the device)."""
+    ``torch.utils.flop_counter`` on a stock-layer copy on the CPU over the batch's first
+    ``images`` images (every kernel has a FLOP formula there; the count per image depends on
+    neither the device nor the batch size)."""
     model = stock_copy(model).cpu()
-    batch = Batch(batch.idx.cpu(), batch.x.cpu(), batch.y.cpu())
+    batch = Batch(batch.idx[:images].cpu(), batch.x[:images].cpu(), batch.y[:images].cpu())
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     with GlobalFlopCounter(display=False) as counter:
         train_step(model, batch, parts, opt, epoch=0)

@@ -1,0 +1,49 @@
+"""The benchmark scripts run, and what they compute by formula is right. Nothing here is timed:
+speeds are measured by running the scripts on purpose (benchmarks/README.md)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+import irat
+from irat.training.loop import build_step, resolve_config
+from irat.types import Batch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_of_an_fc1_at_step_match_the_hand_count():
+    throughput = _script("throughput")
+    fmnist = irat.data.registry.get("fashion-mnist").spec
+    model = irat.models.create("fc1", dataset=fmnist)
+    parts = build_step(resolve_config(None, method="at", eps=0.1, steps=10), torch.Generator().manual_seed(0))
+    batch = Batch(torch.arange(32), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    # one forward: 2·(784·1024 + 1024·10); each attack step: a forward and an input gradient
+    # (through W2ᵀ and W1ᵀ: the same products again); the update: a forward, then the gradients
+    # of W2, of the hidden layer and of W1 (no input gradient)
+    fwd = 2 * (784 * 1024 + 1024 * 10)
+    expected = 10 * (2 * fwd) + fwd + (2 * 1024 * 10 + 2 * 1024 * 10 + 2 * 784 * 1024)
+    assert throughput.flops_per_image(model, batch, parts) == expected == 35_794_944
+
+
+def test_throughput_script_writes_every_field(capsys):
+    throughput = _script("throughput")
+    rows = throughput.main(
+        "--model fc1 --method at,gairat --data synthetic --images 64 --eval-images 32 --batch-size 32 "
+        "--steps 2 --repeats 1 --json".split()
+    )
+    assert [r["method"] for r in rows] == ["at", "gairat"]
+    for r in rows:
+        for key in ("images_per_s", "naive_images_per_s", "speedup_vs_naive", "achieved_flops", "peak_flops"):
+            assert r[key] > 0, key
+        parts = [r[k] for k in ("attack_forward_s", "attack_backward_s", "weights_s", "update_s")]
+        assert all(p >= 0 for p in parts) and 0 < r["attack_fraction"] < 1
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one JSON line per configuration
