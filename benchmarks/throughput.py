@@ -28,6 +28,7 @@ import dataclasses
 import json
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -72,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--default-malloc",
         action="store_true",
         help="leave glibc's allocator at its defaults (irat.runtime.keep_freed_memory not applied)",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="also print the operators of 3 steps (torch.profiler)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return p.parse_args(argv)
@@ -167,6 +171,22 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
         "weights_s": spent["weights"],
         "update_s": epoch_s - spent["attack"] - spent["weights"],
     }
+
+
+def profile_steps(model, train, parts, optimizer, args, device, steps: int = 3) -> str:
+    """torch.profiler's operator table (self time, top 15) over ``steps`` training steps."""
+    loader = Loader(train.subset(min(len(train), args.batch_size * steps)), batch_size=args.batch_size)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    model.train()
+    with torch.profiler.profile(activities=activities) as prof:
+        for batch in loader:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                train_step(model, batch, parts, optimizer, epoch=0)
+        now(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=15)
 
 
 def irat_eval(model, val, args, device) -> float:
@@ -290,6 +310,9 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
         r["fraction"] = per_image * n / r["irat"] / r["peak"]
         rounds.append(r)
     parts_s = breakdown(fast_model, train, parts, fast_opt, args, device)
+    if args.profile:
+        print(f"{model_name} {method}: operators of 3 steps", file=sys.stderr)
+        print(profile_steps(fast_model, train, parts, fast_opt, args, device), file=sys.stderr)
 
     def med(key):
         return statistics.median(r[key] for r in rounds)
