@@ -18,19 +18,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 
-def correct_under(
-    model: torch.nn.Module,
-    x: Tensor,
-    y: Tensor,
-    attack,
-    *,
-    batch_size: int | None = None,
-    progress: bool = False,
-    desc: str = "",
-) -> Tensor:
+def correct_under(model: torch.nn.Module, x: Tensor, y: Tensor, attack, **batching) -> Tensor:
     """``x`` [N, C, H, W] in [0, 1], ``y`` [N]; ``attack(model, x, y) -> AttackResult`` with
-    logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y``."""
-    return predictions_under(model, x, y, attack, batch_size=batch_size, progress=progress, desc=desc) == y
+    logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y``
+    (``batching``: its ``batch_size``, ``progress``, ``desc``)."""
+    return predictions_under(model, x, y, attack, **batching) == y
 
 
 def predictions_under(
