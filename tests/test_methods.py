@@ -88,6 +88,19 @@ def test_burn_in_is_the_paper_share_scaled_to_the_run():
     assert burn_in_epochs(_cfg("at", epochs=20, **{"weighting.scheme": "vir"})) == 15
 
 
+def test_burn_in_skips_the_forwards_only_the_weights_read():
+    # VIR-AT's natural forward and PM_dif's first-wrong forward feed the weights alone; while the
+    # weights are all ones they are skipped. GAIRAT's κ costs no forward and stays recorded.
+    vir = _cfg("vir-at", epochs=8)  # burn-in 6
+    assert build_step(vir, epoch=5).stats_nat is False and build_step(vir, epoch=6).stats_nat is True
+    dif = _cfg("mail-at", epochs=8, **{"weighting.margin": "dif"})
+    early, late = build_step(dif, epoch=5), build_step(dif, epoch=6)
+    assert early.stats_nat is False and early.attack.keywords["first_wrong"] is False
+    assert late.stats_nat is True and late.attack.keywords["first_wrong"] is True
+    gairat = _cfg("gairat", epochs=8)  # burn-in 4
+    assert build_step(gairat, epoch=0).attack.keywords["record_path"] is True
+
+
 def test_fat_budget_grows_with_the_epoch():
     assert [methods.fat_tau(e, 120) for e in (0, 49, 50, 89, 90, 119)] == [0, 0, 1, 1, 2, 2]
     assert build_step(_cfg("fat", epochs=12), epoch=11).attack.keywords["tau"] == 2

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import irat
 from irat import attacks, methods, objectives, weighting
+from irat.attacks.build import clean
 from irat.config import Config, ConfigError, bare_key, from_dict
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
@@ -129,6 +130,9 @@ def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int
         scheme, needs = weighting.make(name, **params), weighting.needs(name, **params)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    burn_in = burn_in_epochs(cfg)
+    if epoch < burn_in:  # all-ones weights: no forward that only the weights read (κ stays recorded)
+        needs = needs & {"kappa"}
     attack = None
     if objectives.NEEDS_ADV[objective_name]:
         a = cfg.attack
@@ -155,7 +159,7 @@ def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int
         attack=attack,
         needs_nat=needs_nat,
         stats_nat="nat" in needs and not needs_nat,
-        weights=weighting.with_burn_in(scheme, burn_in_epochs(cfg)),
+        weights=weighting.with_burn_in(scheme, burn_in),
         objective=objective,
     )
 
@@ -245,7 +249,7 @@ def train(
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
         parts = build_step(cfg, generator, epoch)
         fast.train()
-        sums = torch.zeros(3, device=device)  # loss·B, correct on x', count
+        sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
             if cfg.train.channels_last:
@@ -260,11 +264,8 @@ def train(
                 p_true=true_value(s.logits_adv.softmax(1), s.y),
                 steps_to_flip=s.steps_to_flip,
             )
-            n = len(batch)
-            sums += torch.stack(
-                [step.loss * n, (s.logits_adv.argmax(1) == s.y).sum().float(), sums.new_tensor(float(n))]
-            )
-        loss_sum, correct, count = sums.tolist()
+            sums += torch.stack([step.loss * len(batch), (s.logits_adv.argmax(1) == s.y).sum().float()])
+        (loss_sum, correct), count = sums.tolist(), len(train_split)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / count} in epoch {epoch}; lower --train.lr "
@@ -276,11 +277,7 @@ def train(
             row["val_robust_acc"] = (
                 correct_under(fast, val_split.x, val_split.y, val_attack).float().mean().item()
             )
-            with torch.inference_mode():
-                row["val_clean_acc"] = (
-                    (fast.eval()(val_split.x).argmax(1) == val_split.y).float().mean().item()
-                )
-            fast.train()
+            row["val_clean_acc"] = correct_under(fast, val_split.x, val_split.y, clean).float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
