@@ -85,6 +85,9 @@ def test_sanity_checks_flag_inconsistent_results():
     assert any("exceeds clean" in s for s in w) and any("pgd-20 (0.9500) is weaker than fgsm" in s for s in w)
     assert any("autoattack" in s for s in check_accuracies({**ok, "autoattack": 0.55}, n=1000))
     assert any("pgd-100" in s for s in check_accuracies({**ok, "pgd-100": 0.6}, n=1000))
+    restarted = {"clean": 0.9, "pgd-20": 0.5, "pgd-20x5": 0.47, "pgd-50": 0.48, "cw-20x2": 0.5}
+    assert check_accuracies(restarted, n=1000) == []
+    assert any("pgd-20x5" in s for s in check_accuracies({**restarted, "pgd-20x5": 0.55}, n=1000))
     assert check_eps_sweep({0.1: 0.5, 0.2: 0.3, 0.4: 0.0}, n=200) == []
     assert len(check_eps_sweep({0.1: 0.5, 0.2: 0.6, 0.4: 0.0}, n=200)) == 1
     flat = check_eps_sweep({0.1: 0.5, 0.2: 0.5, 0.4: 0.5}, n=200)

@@ -33,7 +33,7 @@ from irat.attacks.threat import threat
 from irat.types import AttackResult
 
 Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
-_ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
+ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}
 
@@ -88,7 +88,7 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
         return clean
     if key == "fgsm":
         return functools.partial(fgsm, eps=eps, norm=norm)
-    m = _ITERATIVE.fullmatch(key)
+    m = ITERATIVE.fullmatch(key)
     if m is not None:
         kind, steps = m.group(1), int(m.group(2))
         restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1) or 1)

@@ -11,21 +11,31 @@ caller prints them loudly.
 
 from __future__ import annotations
 
-import re
+from irat.attacks.build import ITERATIVE
 
 
-def _steps(name: str) -> int | None:
-    m = re.fullmatch(r"(pgd|cw)-(\d+)", name)
-    return int(m.group(2)) if m else None
+def _budget(name: str) -> tuple[int, int]:
+    """(steps K, restarts R) of ``pgd-K``, ``cw-K``, ``pgd-KxR``, ``cw-KxR``."""
+    _, k, r = ITERATIVE.fullmatch(name).groups()
+    return int(k), int(r or 1)
 
 
 def stronger_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """``(weaker, stronger)`` pairs among the evaluated attack names."""
+    """``(weaker, stronger)`` pairs among the evaluated attack names; within PGD and within CW,
+    every pair where the second has at least the first's steps and restarts."""
     pairs = []
-    pgds = sorted((n for n in names if n.startswith("pgd-")), key=_steps)
-    cws = sorted((n for n in names if n.startswith("cw-")), key=_steps)
-    for fam in (pgds, cws):
-        pairs += list(zip(fam, fam[1:]))
+    families = [
+        sorted((n for n in names if (m := ITERATIVE.fullmatch(n)) and m.group(1) == fam), key=_budget)
+        for fam in ("pgd", "cw")
+    ]
+    pgds, cws = families
+    for fam in families:
+        pairs += [
+            (a, b)
+            for i, a in enumerate(fam)
+            for b in fam[i + 1 :]
+            if all(x <= y for x, y in zip(_budget(a), _budget(b)))
+        ]
     if "fgsm" in names:
         pairs += [("fgsm", n) for n in pgds]
     if "autoattack" in names:
