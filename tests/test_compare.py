@@ -88,3 +88,19 @@ def test_cli_compare_with_a_combination_outside_the_papers(tiny_npz, tmp_path):
     assert "| at |" in r.stdout and "on 30 test images" in r.stdout
     cfg = irat.training.rundir.RunDir(out / "at").read_config()
     assert cfg["weighting"]["scheme"] == "vir" and cfg["train"]["objective"] == "mart"
+
+
+def test_compare_without_a_validation_split_reports_the_last_epoch(tiny_npz, tmp_path):
+    data = irat.data.load("npz", root=tiny_npz, val_size=0)
+    cmp = irat.compare(
+        ["at"],
+        out=tmp_path / "cmp",
+        data=data,
+        analyze=False,
+        attacks=["clean"],
+        epochs=2,
+        steps=1,
+        progress=False,
+        **{"model.name": "fc1"},
+    )
+    assert cmp.best_epoch["at"] == 1  # no best.pt: last.pt (epoch 1) is evaluated, and so reported

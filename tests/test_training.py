@@ -110,3 +110,14 @@ def test_compiled_training_gives_the_eager_result_and_plain_checkpoint_keys(
     )
     state = torch.load(RunDir(compiled.dir).last, weights_only=True)["model"]
     assert set(state) == set(eager.model.state_dict())
+
+
+def test_a_run_reloads_the_split_its_data_was_loaded_with(tiny_npz, tmp_path):
+    from irat.analysis.run import load_run
+
+    data = irat.data.load("npz", root=tiny_npz, val_size=40, seed=3)
+    assert not torch.equal(data.val.idx, irat.data.load("npz", root=tiny_npz, val_size=40, seed=0).val.idx)
+    model = irat.models.create("fc1", dataset=data.spec)
+    run = irat.train(model, data, "at", 1, 0.1, out=tmp_path / "r", steps=1, progress=False)  # train.seed 0
+    assert run.config.data.seed == 3
+    assert torch.equal(load_run(run.dir).data.val.idx, data.val.idx)

@@ -9,7 +9,6 @@ directory that already exists is resumed (a finished run is only evaluated again
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 import irat
+from irat.analysis.run import checkpoint_path, evaluate_run, load_data
 from irat.config import Config
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
@@ -62,35 +62,20 @@ def compare(
     """Train and evaluate each of ``methods`` with ``config`` (plus ``overrides``, as in
     ``irat.train``); ``data`` from ``irat.data.load`` (loaded from the config when None)."""
     cfg = resolve_config(config, **overrides)
-    for method in methods:  # fail on a bad name before hours of training
-        resolve_config(cfg, method=method)
+    configs = {m: resolve_config(cfg, method=m) for m in methods}  # a bad name fails before training
     if data is None:
-        d = cfg.data
-        data = irat.data.load(d.dataset, root=d.root, val_size=d.val_size, seed=cfg.train.seed, limit=d.limit)
+        data = load_data(cfg)
     out = Path(out)
     results, best = {}, {}
-    for method in methods:
-        method_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method=method))
+    for method, method_cfg in configs.items():
         torch.manual_seed(cfg.train.seed)
         model = irat.models.create(cfg.model.name, dataset=data.spec)
         run_dir = RunDir(out / method)
-        run = irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
-        if cfg.eval.checkpoint == "best" and run_dir.best.exists():
-            model.load_state_dict(checkpoint.load(run_dir.best, map_location="cpu")["model"])
-        best[method] = run.best_epoch if cfg.eval.checkpoint == "best" else cfg.train.epochs - 1
-        res = irat.evaluate(
-            model,
-            data.test,
-            cfg.eval.attacks,
-            eps=cfg.attack.eps,
-            norm=cfg.attack.norm,
-            limit=cfg.eval.limit,
-            batch_size=cfg.eval.batch_size,
-            seed=cfg.train.seed,
-            progress=cfg.train.progress,
-            spec=data.spec,
-            step_size=cfg.eval.step_size,
-        )
+        irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
+        state = checkpoint.load(checkpoint_path(run_dir.path, None, method_cfg), map_location="cpu")
+        model.load_state_dict(state["model"])
+        best[method] = state["epoch"]
+        res = evaluate_run(model, data, cfg)
         res.save(run_dir.path)
         results[method] = res
         if analyze:

@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses with commented defaults, loadable from YAML, overridable with
-``--section.key=value``. Unknown keys and invalid values raise one ``ConfigError`` that says what
-was wrong and lists the valid choices. No ``eval``, no ``type=bool`` pitfalls: values are parsed
-by the declared type of the field.
+``--section.key=value`` or a bare ``--key=value`` (resolved by ``bare_key``). Unknown keys and
+invalid values raise one ``ConfigError`` that says what was wrong and lists the valid choices. No
+``eval``, no ``type=bool`` pitfalls: values are parsed by the declared type of the field.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class DataConfig:
     root: str | None = None  # --data-dir; else $IRAT_DATA, the user cache, /usr/share/datasets
     val_size: int = 1000  # held-out validation images (checkpoint selection), class-stratified
     limit: int | None = None  # keep a seeded class-balanced subset of N training images
+    seed: int | None = None  # seed of the validation split and the subset; None: train.seed
     augment: bool | None = None  # None: the dataset's default (crop/flip for CIFAR, none for digits)
 
 

@@ -2,7 +2,7 @@
 (METHODS.md §3.2 for the training attacks, §4 for the objectives).
 
 A recipe only fills in what the user left unset: every field can be overridden through the
-config (``--train.beta=4``, ``--attack.start=uniform``, ``--train.objective=mart`` ...), so any
+config (``--weighting.beta=4``, ``--attack.start=uniform``, ``--train.objective=mart`` ...), so any
 weighting combines with any objective.
 """
 

@@ -1,5 +1,5 @@
-"""Load what a run directory describes: its resolved config, its dataset and its model with a
-checkpoint's weights. Shared by ``irat eval`` and ``irat analyze``."""
+"""Load what a config or a run directory describes: its dataset, its model with a checkpoint's
+weights, and its evaluation. Shared by ``irat train | eval | analyze | compare``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,37 @@ def checkpoint_path(run_dir: str | Path, which: str | None, config: Config) -> P
     return path
 
 
+def load_data(config: Config, data_dir: str | None = None):
+    """The dataset ``config`` describes (``irat.data.load``), from ``data_dir`` or ``data.root``,
+    with the split seed of ``data.seed`` (``train.seed`` when unset)."""
+    import irat
+
+    d = config.data
+    seed = d.seed if d.seed is not None else config.train.seed
+    return irat.data.load(d.dataset, root=data_dir or d.root, val_size=d.val_size, seed=seed, limit=d.limit)
+
+
+def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None):
+    """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
+    ``attacks``, ``limit`` and ``batch_size`` override its ``eval`` section when given."""
+    import irat
+
+    e = config.eval
+    return irat.evaluate(
+        model,
+        data.test,
+        attacks=attacks if attacks is not None else e.attacks,
+        eps=config.attack.eps,
+        norm=config.attack.norm,
+        limit=limit if limit is not None else e.limit,
+        batch_size=batch_size if batch_size is not None else e.batch_size,
+        seed=config.train.seed,
+        progress=config.train.progress,
+        spec=data.spec,
+        step_size=e.step_size,
+    )
+
+
 def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str | None = None) -> LoadedRun:
     """Load the run in ``run_dir``: its config, its dataset (from ``data_dir`` or the stored
     ``data.root``, same split seed and sizes as in training) and its model with the weights of
@@ -50,13 +81,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
 
     cfg = config_from_run(run_dir)
     path = checkpoint_path(run_dir, checkpoint, cfg)
-    data = irat.data.load(
-        cfg.data.dataset,
-        root=data_dir or cfg.data.root,
-        val_size=cfg.data.val_size,
-        seed=cfg.train.seed,
-        limit=cfg.data.limit,
-    )
+    data = load_data(cfg, data_dir)
     device = pick_device(cfg.train.device)
     model = irat.models.create(cfg.model.name, dataset=data.spec).to(device)
     model.load_state_dict(ckpt.load(path, map_location=device)["model"])

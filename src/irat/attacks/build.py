@@ -91,7 +91,7 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     m = ITERATIVE.fullmatch(key)
     if m is not None:
         kind, steps = m.group(1), int(m.group(2))
-        restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1) or 1)
+        restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1))
         if restarts < 1:
             raise ValueError(f"{name!r}: the number of restarts must be >= 1")
         step_size = kw.get("step_size")

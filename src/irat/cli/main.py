@@ -2,8 +2,10 @@
 ``irat compare``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
-(sections: data, model, attack, train, weighting, eval; see ``irat.config``), or ``--key=value``
-when only one section has that key (``--epochs=5``, ``--weighting=vir --objective=mart``).
+(sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
+``--key=value`` (``--epochs=5``, ``--weighting=vir --objective=mart``), which belongs to the first
+section in train, weighting, attack, data, model, eval that has the key (``irat.config.bare_key``:
+``--batch_size`` is ``train.batch_size``; write ``--eval.batch_size`` for evaluation).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_choices_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("--config", help="YAML file with sections data, model, attack, train, eval")
+    t.add_argument("--config", help="YAML file with sections data, model, attack, train, weighting, eval")
     t.add_argument("--out", default="runs/run", help="run directory to create (default: runs/run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
@@ -147,12 +149,11 @@ def _train(args, overrides: list[str]) -> int:
     import torch
 
     import irat
+    from irat.analysis.run import load_data
     from irat.config import load
     from irat.training.loop import config_from_run
     from irat.training.rundir import RunDir
 
-    if args.data_dir:
-        overrides = [*overrides, f"--data.root={args.data_dir}"]
     if args.resume and RunDir(args.out).exists():
         if overrides or args.config:
             print(
@@ -163,13 +164,7 @@ def _train(args, overrides: list[str]) -> int:
     else:
         cfg = load(args.config, overrides)
     torch.manual_seed(cfg.train.seed)
-    data = irat.data.load(
-        cfg.data.dataset,
-        root=cfg.data.root,
-        val_size=cfg.data.val_size,
-        seed=cfg.train.seed,
-        limit=cfg.data.limit,
-    )
+    data = load_data(cfg, args.data_dir)
     model = irat.models.create(cfg.model.name, dataset=data.spec)
     run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
     last = run.history[-1] if run.history else {}
@@ -210,46 +205,30 @@ def _compare(args, overrides: list[str]) -> int:
 
 
 def _eval(args) -> int:
-    import irat
-    from irat.analysis.run import load_run
+    from irat.analysis.run import evaluate_run, load_run
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
-    cfg, data, model, path = run.config, run.data, run.model, run.checkpoint
-    attack_names = args.attacks.split(",") if args.attacks else cfg.eval.attacks
-    res = irat.evaluate(
-        model,
-        data.test,
-        attacks=attack_names,
-        eps=cfg.attack.eps,
-        norm=cfg.attack.norm,
-        limit=args.limit if args.limit is not None else cfg.eval.limit,
-        batch_size=args.batch_size or cfg.eval.batch_size,
-        seed=cfg.train.seed,
-        progress=cfg.train.progress,
-        spec=data.spec,
-        step_size=cfg.eval.step_size,
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    res = evaluate_run(
+        run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
     )
     res.save(Path(args.run_dir))
-    print(f"checkpoint: {path}")
+    print(f"checkpoint: {run.checkpoint}")
     print(res.to_markdown())
     return 0
 
 
 def _analyze(args) -> int:
     from irat.analysis import analyze
-    from irat.data import DataError
 
-    try:
-        report = analyze(
-            args.run_dir,
-            epoch=args.epoch,
-            limit=args.limit,
-            attack=args.attack,
-            checkpoint=args.checkpoint,
-            data_dir=args.data_dir,
-        )
-    except DataError as e:  # not a ValueError; reported like the others
-        raise ValueError(str(e)) from None
+    report = analyze(
+        args.run_dir,
+        epoch=args.epoch,
+        limit=args.limit,
+        attack=args.attack,
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+    )
     print(report)
     return 0
 

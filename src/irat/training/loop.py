@@ -192,8 +192,8 @@ def train(
     cfg = resolve_config(config, **{k: v for k, v in given.items() if v is not None}, **overrides)
     cfg.data.dataset = data.spec.name
     cfg.data.val_size = len(data.val)
-    if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze)
-        cfg.data.root, cfg.data.limit = data.root, data.limit
+    if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
+        cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     run_dir = RunDir(out)
