@@ -56,7 +56,9 @@ class SampleStats:
     and shared by the weighting scheme, the objective and the recorder. All tensors are detached.
 
     ``idx``, ``y`` [B]; ``logits_adv`` [B, n]; ``logits_nat`` [B, n] or None when the method
-    needs no natural forward; ``steps_to_flip`` [B] or None; ``epoch`` 0-based.
+    needs no natural forward; ``steps_to_flip`` [B] or None; ``epoch`` 0-based;
+    ``logits_first_wrong`` [B, n] or None (MAIL's PM_dif; PGD with ``record_path`` and
+    ``first_wrong``).
     """
 
     idx: Tensor

@@ -156,7 +156,7 @@ def _weights_section(out: Path, recs: Records, row: int, epoch: int, names: list
 
 def _margin_section(out: Path, recs: Records, row: int, epoch: int, names: list[str], seed: int) -> str:
     stf = recs.steps_to_flip[row]
-    recorded = bool((stf >= 0).any())
+    recorded = recs.has_steps_to_flip(epoch)
     plots.weight_vs_margin(
         recs.weight[row],
         recs.p_true[row],

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -30,9 +29,8 @@ from irat.attacks.fgsm import fgsm
 from irat.attacks.mode import eval_mode
 from irat.attacks.pgd import pgd
 from irat.attacks.threat import threat
-from irat.types import AttackResult
+from irat.types import Attack, AttackResult
 
-Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
 ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}

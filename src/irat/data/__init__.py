@@ -56,7 +56,7 @@ def _to_float(x: np.ndarray) -> torch.Tensor:
 
 def _split(x: np.ndarray, y: np.ndarray, pos: torch.Tensor, name: str) -> Split:
     p = pos.numpy()
-    return Split(_to_float(x[p]), torch.from_numpy(y[p].copy()), pos.clone(), name)
+    return Split(_to_float(x[p]), torch.from_numpy(y[p]), pos, name)
 
 
 def _infer_spec(x: np.ndarray, y_train: np.ndarray, y_test: np.ndarray) -> DatasetSpec:
@@ -89,8 +89,8 @@ def load(
     ``Split.idx`` holds each image's index in its file's split.
     """
     entry = get(name)
-    val_size = int(val_size)
-    if limit is not None and int(limit) < 1:
+    val_size, limit = int(val_size), None if limit is None else int(limit)
+    if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of training images (or None for all), got {limit}")
     if val_size < 0:
         raise DataError(f"val_size must be >= 0, got {val_size}")
@@ -120,8 +120,8 @@ def load(
             f"val_size={val_size} leaves no training images ({spec.name} has {n}); choose a smaller one"
         )
     val_pos, rest = stratified_split(torch.from_numpy(y_train), [val_size], seed)
-    if limit is not None and int(limit) < len(rest):
-        chosen, _ = stratified_split(torch.from_numpy(y_train[rest.numpy()]), [int(limit)], seed + 1)
+    if limit is not None and limit < len(rest):
+        chosen, _ = stratified_split(torch.from_numpy(y_train[rest.numpy()]), [limit], seed + 1)
         rest = rest[chosen]
     test_pos = torch.arange(len(y_test))
     return Dataset(
@@ -131,5 +131,5 @@ def load(
         _split(x_test, y_test, test_pos, "test"),
         root=None if root is None else str(root),
         seed=seed,
-        limit=None if limit is None else int(limit),
+        limit=limit,
     )

@@ -77,14 +77,6 @@ def locate(entry: Entry, root: str | os.PathLike | None = None, download: bool =
     return found
 
 
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(
     url: str, dest: Path, checksum: tuple[str, str], searched: Sequence[Path] = (), fix: str = ""
 ) -> Path:

@@ -71,10 +71,10 @@ def find(folder: Path, name: str) -> Path:
     raise DataError(f"{folder / name}.gz not found (nor un-gzipped {name})")
 
 
-def read_idx_dataset(folder: Path, train_prefix: str = "train", test_prefix: str = "t10k"):
+def read_idx_dataset(folder: Path):
     """``(x_train [N,1,H,W], y_train, x_test, y_test)`` from the four MNIST-style IDX files in ``folder``."""
     out = []
-    for prefix in (train_prefix, test_prefix):
+    for prefix in ("train", "t10k"):
         img_path = find(folder, f"{prefix}-images-idx3-ubyte")
         lab_path = find(folder, f"{prefix}-labels-idx1-ubyte")
         x = read_idx(img_path, ndim=3)

@@ -73,7 +73,7 @@ def read_npz(path: Path):
         raise DataError(
             f"{path}: x_train images are {out[0].shape[1:]} but x_test images are {out[2].shape[1:]}"
         )
-    c, h, w = out[0].shape[1:]
+    _, h, w = out[0].shape[1:]
     if h != w:
         raise DataError(f"{path}: images must be square, found {h}x{w}")
     return (*out, None)

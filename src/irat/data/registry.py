@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from irat.data.cifar import read_cifar
+from irat.data.cifar import LAYOUTS, read_cifar
 from irat.data.errors import DataError
 from irat.data.idx import read_idx_dataset
 from irat.data.npz import read_npz
@@ -107,6 +107,20 @@ def _resolve_npz(candidate: Path) -> Path | None:
     return None
 
 
+def _cifar_entry(spec: DatasetSpec, md5: str) -> Entry:
+    """A CIFAR entry whose archive, inner folder and first training batch come from the reader's
+    own ``cifar.LAYOUTS``, so that what ``resolve`` accepts is what ``read_cifar`` reads."""
+    inner, archive, train, *_ = LAYOUTS[spec.name]
+    return Entry(
+        spec.name,
+        spec,
+        partial(read_cifar, name=spec.name),
+        {archive: ("md5", md5)},
+        {archive: (f"{inner}/{train[0]}", train[0])},
+        "https://www.cs.toronto.edu/~kriz/",
+    )
+
+
 _ENTRIES = [
     Entry(
         "fashion-mnist",
@@ -125,18 +139,13 @@ _ENTRIES = [
         _MNIST_ALT,
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
     ),
-    Entry(
-        "cifar10",
+    _cifar_entry(
         DatasetSpec(
             "cifar10", 3, 32, 10, CIFAR10_CLASSES, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True
         ),
-        partial(read_cifar, name="cifar10"),
-        {"cifar-10-python.tar.gz": ("md5", "c58f30108f718f92721af3b95e74349a")},
-        {"cifar-10-python.tar.gz": ("cifar-10-batches-py/data_batch_1", "data_batch_1")},
-        "https://www.cs.toronto.edu/~kriz/",
+        "c58f30108f718f92721af3b95e74349a",
     ),
-    Entry(
-        "cifar100",
+    _cifar_entry(
         DatasetSpec(
             "cifar100",
             3,
@@ -148,10 +157,7 @@ _ENTRIES = [
             4,
             True,
         ),
-        partial(read_cifar, name="cifar100"),
-        {"cifar-100-python.tar.gz": ("md5", "eb9058c3a382ffc7106e4002c42a8d85")},
-        {"cifar-100-python.tar.gz": ("cifar-100-python/train", "train")},
-        "https://www.cs.toronto.edu/~kriz/",
+        "eb9058c3a382ffc7106e4002c42a8d85",
     ),
     Entry(
         "svhn",

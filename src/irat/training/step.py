@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from irat.attacks.mode import eval_mode
-from irat.types import AttackResult, Batch, SampleStats
+from irat.types import Attack, Batch, Objective, SampleStats
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,11 @@ class StepParts:
     ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
     (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
 
-    attack: Callable[[torch.nn.Module, Tensor, Tensor], AttackResult] | None
+    attack: Attack | None
     needs_nat: bool
     stats_nat: bool
     weights: Callable[[SampleStats], Tensor]
-    objective: Callable[..., tuple[Tensor, Tensor]]
+    objective: Objective
 
 
 @dataclass(frozen=True)
