@@ -230,13 +230,14 @@ def test_random_start_is_reproducible_and_none_is_x():
     assert torch.equal(Linf(0.1).random_start(x, "none"), x)
 
 
-def test_l2_step_is_per_sample_normalised_and_projection_order():
+def test_l2_step_is_per_sample_normalised_and_linf_projection():
     x = torch.full((2, 1, 2, 2), 0.5)
     g = torch.tensor([[1.0, 0, 0, 0], [3.0, 4.0, 0, 0]]).view(2, 1, 2, 2)
     step = L2(1.0).step(x, g, 0.1) - x
     assert torch.allclose(step.flatten(1).norm(dim=1), torch.full((2,), 0.1))
     assert torch.allclose(Linf(0.1).step(x, g, 0.1) - x, 0.1 * g.sign())
-    # project onto the ball first, then clip: x = 0.95, x' = 1.2 → ball 1.05 → box 1.0
+    # ℓ∞ ball and box: x = 0.95, x' = 1.2 → 1.0 (the box); x' = 0.7 → 0.85 (the ball). For ℓ∞ the
+    # two clamps commute; the order matters for ℓ2 (next test)
     x = torch.full((1, 1, 1, 1), 0.95)
     assert Linf(0.1).project(torch.full_like(x, 1.2), x).item() == 1.0
     assert Linf(0.1).project(torch.full_like(x, 0.7), x).item() == pytest.approx(0.85)
@@ -439,24 +440,35 @@ def test_one_step_matches_a_manual_step_on_the_named_loss(loss, trained):
     assert torch.allclose(res.x_adv, expected, atol=1e-6)
 
 
+def _forwards(model, attack):
+    """(the attack's result, how many forward passes of ``model`` it ran)."""
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        return attack(), len(calls)
+    finally:
+        hook.remove()
+
+
 def test_final_logits_false_skips_the_last_forward(trained):
     model, x, y = trained
-    res = pgd(model, x, y, eps=0.1, steps=2, step_size=0.05, final_logits=False)
-    assert res.logits_adv is None and res.steps_to_flip is None
-    res = pgd(model, x, y, eps=0.1, steps=2, step_size=0.05, final_logits=False, record_path=True)
+    kw = dict(eps=0.1, steps=2, step_size=0.05)
+    res, n = _forwards(model, lambda: pgd(model, x, y, final_logits=False, **kw))
+    assert res.logits_adv is None and res.steps_to_flip is None and n == 2
+    res, n = _forwards(model, lambda: pgd(model, x, y, **kw))
+    assert res.logits_adv is not None and n == 3
+    res = pgd(model, x, y, final_logits=False, record_path=True, **kw)
     assert res.logits_adv is not None and res.steps_to_flip is not None
 
 
 def test_kappa_alone_costs_no_extra_forward_and_matches_the_full_record(trained):
     model, x, y = trained
-    calls = []
-    hook = model.register_forward_hook(lambda *_: calls.append(1))
     kw = dict(eps=0.1, steps=4, step_size=0.03, final_logits=False, record_path=True)
-    full = pgd(model, x, y, generator=_generator(), **kw)
-    n_full, calls[:] = len(calls), []
-    kappa = pgd(model, x, y, generator=_generator(), first_wrong=False, **kw)
-    hook.remove()
-    assert n_full == 5 and len(calls) == 4  # K forwards; the full record checks x^(K) once more
+    full, n_full = _forwards(model, lambda: pgd(model, x, y, generator=_generator(), **kw))
+    kappa, n_kappa = _forwards(
+        model, lambda: pgd(model, x, y, generator=_generator(), first_wrong=False, **kw)
+    )
+    assert n_full == 5 and n_kappa == 4  # K forwards; the full record checks x^(K) once more
     assert torch.equal(kappa.steps_to_flip, full.steps_to_flip) and torch.equal(kappa.x_adv, full.x_adv)
     assert kappa.first_wrong is None and kappa.logits_first_wrong is None and kappa.logits_adv is None
     assert full.first_wrong is not None and full.logits_first_wrong is not None
@@ -466,24 +478,17 @@ def test_kl_attack_uses_given_natural_logits(trained):
     model, x, y = trained
     with torch.no_grad():
         z = model(x)
-    a = pgd(
-        model, x, y, eps=0.2, steps=3, step_size=0.05, loss="kl", start="gauss_small", generator=_generator()
-    )
-    b = pgd(
-        model,
-        x,
-        y,
-        eps=0.2,
-        steps=3,
-        step_size=0.05,
-        loss="kl",
-        start="gauss_small",
-        generator=_generator(),
-        logits_nat=z,
-    )
-    assert torch.equal(a.x_adv, b.x_adv)
-    # KL from p(x) grows along the attack
-    assert (losses.kl(z, b.logits_adv) >= losses.kl(z, model(x).detach()) - 1e-6).all()
+    kw = dict(eps=0.2, steps=3, step_size=0.05, loss="kl", start="gauss_small")
+    a, n_a = _forwards(model, lambda: pgd(model, x, y, generator=_generator(), **kw))
+    b, n_b = _forwards(model, lambda: pgd(model, x, y, generator=_generator(), logits_nat=z, **kw))
+    c = pgd(model, x, y, generator=_generator(), logits_nat=z.roll(1, 1), **kw)
+    assert torch.equal(a.x_adv, b.x_adv)  # the given logits are p(x): the same attack
+    assert n_a == n_b + 1  # without them, one natural forward computes p(x)
+    assert not torch.equal(c.x_adv, b.x_adv)  # other given logits: another target
+    # KL from p(x) grows along the attack, from ≈ 0 at the start x + 0.001·N(0, I)
+    with torch.no_grad():
+        at_start = model(threat("linf", 0.2).random_start(x, "gauss_small", _generator()))
+    assert losses.kl(z, b.logits_adv).mean() > losses.kl(z, at_start).mean() + 1e-4
 
 
 # ---------------------------------------------------------------- build()
@@ -504,27 +509,32 @@ def test_names():
 
 
 @pytest.mark.parametrize(
-    "name",
+    "name, func, expected",
     [
-        "clean",
-        "fgsm",
-        "pgd-20",
-        "pgd-20x5",
-        "PGD-7",
-        "cw-20",
-        "cw-10x2",
-        "autoattack",
-        "apgd-ce",
-        "apgd-t",
-        "fab-t",
-        "square",
-        "apgd-ce+square",
-        "apgd-t+fab-t+square",
+        ("clean", "clean", {}),
+        ("fgsm", "fgsm", {}),
+        ("pgd-20", "restarted_pgd", {"steps": 20, "restarts": 1, "loss": "ce"}),
+        ("pgd-20x5", "restarted_pgd", {"steps": 20, "restarts": 5, "loss": "ce"}),
+        ("PGD-7", "restarted_pgd", {"steps": 7, "restarts": 1, "loss": "ce"}),
+        ("cw-20", "restarted_pgd", {"steps": 20, "restarts": 1, "loss": "cw", "kappa": 50.0}),
+        ("cw-10x2", "restarted_pgd", {"steps": 10, "restarts": 2, "loss": "cw"}),
+        ("autoattack", "autoattack", {"attacks": None}),
+        ("apgd-ce", "autoattack", {"attacks": ["apgd-ce"]}),
+        ("apgd-t", "autoattack", {"attacks": ["apgd-t"]}),
+        ("fab-t", "autoattack", {"attacks": ["fab-t"]}),
+        ("square", "autoattack", {"attacks": ["square"]}),
+        ("apgd-ce+square", "autoattack", {"attacks": ["apgd-ce", "square"]}),
+        ("apgd-t+fab-t+square", "autoattack", {"attacks": ["apgd-t", "fab-t", "square"]}),
     ],
 )
-def test_build_parses_names(name):
-    assert callable(build(name, eps=8 / 255))
-    assert callable(build(name, eps=0.0, norm="l2"))
+def test_build_parses_names(name, func, expected):
+    for norm, eps in (("linf", 8 / 255), ("l2", 0.5)):
+        attack = build(name, eps=eps, norm=norm)
+        assert getattr(attack, "func", attack).__name__ == func
+        kw = getattr(attack, "keywords", {})
+        assert {k: kw[k] for k in expected} == expected
+        if func == "restarted_pgd":
+            assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
 
 
 @pytest.mark.parametrize(

@@ -52,12 +52,30 @@ def test_layer_gradients_match_nn_conv2d_for_input_weight_and_bias():
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_input_only_gradient_leaves_frozen_weights_alone():
-    fast, _ = _pair()
-    fast.requires_grad_(False)
+def test_frozen_weights_give_the_input_gradient_without_a_weight_gradient_kernel():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    fast, stock = _pair()
     x = torch.rand(2, 1, 10, 10, dtype=torch.float64, requires_grad=True)
-    (gx,) = torch.autograd.grad(fast(x).square().sum(), x)
-    assert gx.shape == x.shape and fast.weight.grad is None
+    (expected,) = torch.autograd.grad(stock(x).square().sum(), x)
+    fast.requires_grad_(True)
+    with Ops() as trainable:
+        torch.autograd.grad(fast(x).square().sum(), x)
+    fast.requires_grad_(False)
+    with Ops() as frozen:
+        (gx,) = torch.autograd.grad(fast(x).square().sum(), x)
+    assert torch.allclose(gx, expected, atol=1e-12)
+    assert "convolution_backward" in trainable.seen  # the weight gradient's kernel, when needed
+    assert "convolution_backward" not in frozen.seen and "slow_conv_transpose2d" in frozen.seen
 
 
 def test_double_backward_matches_nn_conv2d():

@@ -99,11 +99,18 @@ def test_compiled_training_gives_the_eager_result_and_plain_checkpoint_keys(
 ):
     # the plumbing of train.compile (the compiled module in the steps and the validation, the
     # checkpoint under the model's own keys) with the aot_eager backend: no C++ compiler needed
-    import functools
 
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    modes, real_compile = [], torch.compile
+
+    def compile_aot_eager(model, mode=None):
+        modes.append(mode)
+        return real_compile(model, mode=mode, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
     eager = _train(fmnist_small, tmp_path / "eager", epochs=1, steps=2)
+    assert modes == []
     compiled = _train(fmnist_small, tmp_path / "compiled", epochs=1, steps=2, compile="default")
+    assert modes == ["default"]
     assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
     assert compiled.history[0]["val_robust_acc"] == pytest.approx(
         eager.history[0]["val_robust_acc"], abs=0.01
