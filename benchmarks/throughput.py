@@ -36,10 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import irat
 from irat import methods
+from irat.config import resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.runtime import keep_freed_memory
-from irat.training.loop import build_step, resolve_config
+from irat.training.assemble import build_step
 from irat.training.reference import reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 import irat
-from irat.training.loop import build_step, resolve_config
+from irat.config import resolve_config
+from irat.training.assemble import build_step
 from irat.types import Batch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import sys
 
 def irat(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
 
 

@@ -82,7 +82,6 @@ def test_cli_compare_with_a_combination_outside_the_papers(tiny_npz, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "| at |" in r.stdout and "on 30 test images" in r.stdout

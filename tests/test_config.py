@@ -53,7 +53,7 @@ def test_bare_keys_resolve_to_their_only_section():
 
 
 def test_a_key_of_several_sections_takes_its_training_meaning_in_the_cli_and_the_api():
-    from irat.training.loop import resolve_config
+    from irat.config import resolve_config
 
     for cfg in (
         load(None, ["--batch_size=64", "--step_size=0.01", "--limit=300"]),

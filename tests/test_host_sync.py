@@ -10,7 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import irat
 from irat import methods
-from irat.training.loop import build_step, resolve_config
+from irat.config import resolve_config
+from irat.training.assemble import build_step
 from irat.training.step import train_step
 from irat.types import Batch
 

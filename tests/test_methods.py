@@ -9,8 +9,8 @@ import torch
 
 import irat
 from irat import methods, objectives
-from irat.config import ConfigError
-from irat.training.loop import build_step, burn_in_epochs, resolve_config
+from irat.config import ConfigError, resolve_config
+from irat.training.assemble import build_step, burn_in_epochs
 from irat.training.records import load_record
 from irat.training.rundir import RunDir
 from irat.types import SampleStats
@@ -59,7 +59,7 @@ def test_each_recipe_assembles_the_spec_s_objective_and_attack(
 
 
 def test_scheme_hyper_parameters_are_the_papers():
-    from irat.training.loop import scheme_params
+    from irat.training.assemble import scheme_params
 
     assert scheme_params(_cfg("mail-at")) == (
         "mail",

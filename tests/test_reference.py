@@ -15,7 +15,8 @@ import torch
 import irat
 from irat import methods
 from irat.attacks.threat import threat
-from irat.training.loop import build_step, resolve_config
+from irat.config import resolve_config
+from irat.training.assemble import build_step
 from irat.training.reference import reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch

@@ -17,10 +17,9 @@ import torch
 
 import irat
 from irat.analysis.run import checkpoint_path, evaluate_run, load_data
-from irat.config import Config
+from irat.config import Config, resolve_config
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
-from irat.training.loop import resolve_config
 from irat.training.rundir import RunDir
 
 

@@ -160,6 +160,17 @@ def bare_key(key: str) -> tuple[str, str]:
     raise ConfigError(f"unknown option {key!r}; write section.key=value (e.g. train.epochs=5)")
 
 
+def resolve_config(config: Config | None = None, **overrides) -> Config:
+    """A validated copy of ``config`` with flat overrides (``epochs=5``, ``eps=0.1``, ``lr=...``;
+    resolved by ``irat.config.bare_key``, as on the command line) or dotted ones
+    (``**{"eval.limit": 100}``) applied."""
+    values = (config or Config()).to_dict()
+    for key, value in overrides.items():
+        section, name = key.split(".", 1) if "." in key else bare_key(key)
+        values.setdefault(section, {})[name] = value
+    return from_dict(values)
+
+
 def _section(cfg: Config, section: str):
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")

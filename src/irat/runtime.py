@@ -23,6 +23,8 @@ import ctypes.util
 import functools
 import os
 
+import torch
+
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value (HEAP_MAX_SIZE / 2 on 64-bit)
@@ -52,3 +54,10 @@ def _glibc_mallopt():
     fn = libc.mallopt
     fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU; any other name as ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -76,8 +76,9 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     ``data.root``, same split seed and sizes as in training) and its model with the weights of
     ``checkpoint`` ("best" or "last"; default: the run's ``eval.checkpoint``)."""
     import irat
+    from irat.runtime import pick_device
     from irat.training import checkpoint as ckpt
-    from irat.training.loop import config_from_run, pick_device
+    from irat.training.loop import config_from_run
 
     cfg = config_from_run(run_dir)
     path = checkpoint_path(run_dir, checkpoint, cfg)

@@ -10,7 +10,6 @@ run resumed from ``last.pt`` reproduces the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -21,18 +20,19 @@ import torch
 from tqdm.auto import tqdm
 
 import irat
-from irat import attacks, methods, objectives, weighting
+from irat import attacks
 from irat.attacks.build import clean
-from irat.config import Config, ConfigError, bare_key, from_dict
+from irat.config import Config, from_dict, resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
-from irat.runtime import keep_freed_memory
+from irat.runtime import keep_freed_memory, pick_device
 from irat.training import checkpoint
+from irat.training.assemble import build_step
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
-from irat.training.step import StepParts, train_step
+from irat.training.step import train_step
 from irat.types import Batch
 
 
@@ -52,122 +52,6 @@ class Run:
     best_epoch: int = -1
     best_val_robust: float = float("nan")
     model: torch.nn.Module | None = None
-
-
-def resolve_config(config: Config | None = None, **overrides) -> Config:
-    """A validated copy of ``config`` with flat overrides (``epochs=5``, ``eps=0.1``, ``lr=...``;
-    resolved by ``irat.config.bare_key``, as on the command line) or dotted ones
-    (``**{"eval.limit": 100}``) applied."""
-    values = (config or Config()).to_dict()
-    for key, value in overrides.items():
-        section, name = key.split(".", 1) if "." in key else bare_key(key)
-        values.setdefault(section, {})[name] = value
-    return from_dict(values)
-
-
-SCHEME_OPTIONS = {
-    "uniform": {},
-    "gairat": {"lam": "lam", "lam_schedule": "schedule"},
-    "wmmr": {"alpha": "alpha", "margin": "margin_on"},
-    "mail": {"gamma": "gamma", "beta": "beta", "margin": "margin", "normalize": "norm"},
-    "vir": {"alpha": "alpha", "gamma": "gamma", "beta": "beta"},
-}
-"""Per scheme: ``weighting.<option>`` of the config → the parameter of ``irat.weighting.make``."""
-
-SCHEME_BURN_IN = {
-    "uniform": 0.0,
-    "gairat": methods.GAIRAT_BURN_IN,
-    "wmmr": methods.MAIL_BURN_IN,
-    "mail": methods.MAIL_BURN_IN,
-    "vir": methods.MAIL_BURN_IN,
-}
-"""Share of training with all-ones weights when a scheme is used outside its own recipe."""
-
-
-def burn_in_epochs(cfg: Config) -> int:
-    """``weighting.burn_in`` if set, else the paper's share of training (the recipe's, or the
-    scheme's when ``weighting.scheme`` overrides it) times the epochs of this run, rounded."""
-    if cfg.weighting.burn_in is not None:
-        return cfg.weighting.burn_in
-    recipe = methods.get(cfg.train.method)
-    scheme = cfg.weighting.scheme or recipe.weighting
-    share = recipe.burn_in if scheme == recipe.weighting else SCHEME_BURN_IN[scheme]
-    return round(share * cfg.train.epochs)
-
-
-def scheme_params(cfg: Config) -> tuple[str, dict]:
-    """The weighting scheme's name and its ``irat.weighting.make`` parameters: the recipe's
-    defaults (when the scheme is the recipe's own), overridden by ``weighting.*`` options."""
-    recipe = methods.get(cfg.train.method)
-    name = cfg.weighting.scheme or recipe.weighting
-    options = SCHEME_OPTIONS[name]
-    chosen = dict(recipe.params) if name == recipe.weighting else {}
-    for option in sorted({o for opts in SCHEME_OPTIONS.values() for o in opts}):
-        value = getattr(cfg.weighting, option)
-        if value is None:
-            continue
-        if option not in options:
-            valid = ", ".join(options) or "no options"
-            raise ConfigError(f"weighting.{option} does not apply to the {name} scheme (it takes {valid})")
-        chosen[option] = value
-    params = {options[k]: v for k, v in chosen.items()}
-    if name == "gairat":
-        params.update(num_steps=cfg.attack.steps, epochs=cfg.train.epochs, start=burn_in_epochs(cfg))
-    return name, params
-
-
-def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int = 0) -> StepParts:
-    """Assemble attack, weighting and objective for ``epoch`` from the recipe named in
-    ``cfg.train.method`` and the config's overrides (any scheme with any objective)."""
-    recipe = methods.get(cfg.train.method)
-    objective_name = cfg.train.objective or recipe.objective
-    objective = objectives.OBJECTIVES[objective_name]
-    trade_off = cfg.train.trade_off if cfg.train.trade_off is not None else recipe.trade_off
-    if objective_name in ("trades", "mart"):
-        objective = functools.partial(objective, beta=trade_off if trade_off is not None else 6.0)
-    name, params = scheme_params(cfg)
-    try:
-        scheme, needs = weighting.make(name, **params), weighting.needs(name, **params)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    burn_in = burn_in_epochs(cfg)
-    if epoch < burn_in:  # all-ones weights: no forward that only the weights read (κ stays recorded)
-        needs = needs & {"kappa"}
-    attack = None
-    if objectives.NEEDS_ADV[objective_name]:
-        a = cfg.attack
-        attack_loss = recipe.attack_loss or "ce"
-        if objective_name == "trades" and recipe.attack_loss != "kl":
-            attack_loss = "kl"  # TRADES' inner maximisation, whatever the recipe's attack was
-        attack = functools.partial(
-            attacks.pgd,
-            eps=a.eps,
-            steps=a.steps,
-            step_size=a.step_size if a.step_size is not None else a.eps / 4,
-            norm=a.norm,
-            loss=attack_loss,
-            start=a.start or recipe.start,
-            record_path=bool(needs & {"kappa", "first_wrong"}),
-            first_wrong="first_wrong" in needs,
-            final_logits=False,
-            generator=generator,
-            tau=methods.fat_tau(epoch, cfg.train.epochs) if recipe.early_stop else None,
-            noise=methods.FAT_NOISE if recipe.early_stop else 0.0,
-        )
-    needs_nat = objectives.NEEDS_NAT[objective_name]
-    return StepParts(
-        attack=attack,
-        needs_nat=needs_nat,
-        stats_nat="nat" in needs and not needs_nat,
-        weights=weighting.with_burn_in(scheme, burn_in),
-        objective=objective,
-    )
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train(

@@ -111,7 +111,7 @@ def reference_step(
     epoch: int,
     x_start: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """One step of the method in ``parts`` (from ``irat.training.loop.build_step``), written
+    """One step of the method in ``parts`` (from ``irat.training.assemble.build_step``), written
     plainly. ``x_start``: the attack's start x⁰ (None: ``paper_start`` from the global RNG).
     Returns the loss (scalar, detached) and the weights [B]."""
     kw = parts.attack.keywords
