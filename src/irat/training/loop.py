@@ -103,7 +103,10 @@ def train(
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
+        files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
+        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+    if tc.progress and getattr(data, "location", None):
+        print(data.provenance(), file=sys.stderr)
 
     train_split = data.train.to(device)
     val_split = data.val.to(device)
