@@ -218,6 +218,27 @@ def naive_epoch(model, train_np, optimizer, args, parts, device) -> float:
 # FLOPs and the peak
 
 
+CARD_PEAKS = {
+    # dense (no sparsity) tensor-core peaks of the SXM parts, from NVIDIA's data sheets, FLOP/s
+    "H100": {"bf16": 989.4e12, "tf32": 494.7e12},
+    "H200": {"bf16": 989.4e12, "tf32": 494.7e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12},
+}
+
+
+def card_peak(device: torch.device, bf16: bool) -> float | None:
+    """The card's data-sheet peak for this run's arithmetic: bf16 tensor cores with ``--bf16``,
+    else TF32 (PyTorch runs fp32 convolutions on TF32 tensor cores by default,
+    ``torch.backends.cudnn.allow_tf32``); None for the CPU or an unlisted card."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for card, peaks in CARD_PEAKS.items():
+        if card in name:
+            return peaks["bf16" if bf16 else "tf32"]
+    return None
+
+
 class GlobalFlopCounter(FlopCounterMode):
     """``FlopCounterMode`` without its per-module tracker: the tracker's backward hooks refuse
     ``torch.autograd.grad`` on a leaf (the attack's input gradient), and only the total is needed
@@ -340,6 +361,10 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
         "peak_flops": med("peak"),
         "peak_flops_onednn": med("peak_onednn") if rounds[0]["peak_onednn"] else None,
         "fraction_of_peak": med("fraction"),
+        "card_peak_flops": card_peak(device, args.bf16),
+        "mfu": per_image * n / t_fast / card_peak(device, args.bf16)
+        if card_peak(device, args.bf16)
+        else None,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
