@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of one lent machine, in one call (benchmarks/README.md, "GPU"):
-#   bash benchmarks/gpu.sh OUT_DIR [SECONDS]
+#   bash benchmarks/gpu.sh OUT_DIR [SECONDS] [PARTS]    (PARTS: a regular expression of part names)
 # in order of importance, each part under its own time limit and skipped when the budget
 # (default 480 s) is nearly spent: the gpu-marked tests; PGD-10 AT throughput of preact-resnet18
 # and wrn-34-10 (bf16 and fp32, batch 512 and 128, with and without channels-last + compile in
@@ -11,6 +11,7 @@
 set -u
 OUT=${1:-gpu-out}
 BUDGET=${2:-480}
+ONLY=${3:-.}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
@@ -26,6 +27,7 @@ exec 3>&1  # the progress lines below go to the console even where a part's outp
 part() {  # part SECONDS NAME COMMAND...: run unless the budget is nearly spent
   local limit=$1 name=$2; shift 2
   local left=$((BUDGET - SECONDS))
+  [[ "$name" =~ ^($ONLY)$ ]] || [ "$ONLY" = . ] || return 0
   if [ "$left" -lt 20 ]; then echo "== skip $name (budget spent)" >&3; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s, at ${SECONDS}s)" >&3
@@ -45,6 +47,7 @@ part 150 tests $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -o add
   > "$OUT/tests.log" 2>&1
 tail -25 "$OUT/tests.log"
 tp 75 preact-bf16-512 "${PREACT[@]}" --batch-size 512 --bf16 --profile
+tp 60 preact-bf16-512-cl "${PREACT[@]}" --batch-size 512 --bf16 --channels-last --no-naive
 tp 150 preact-bf16-512-compiled "${PREACT[@]}" --batch-size 512 --bf16 "${FAST[@]}"
 part 75 methods-epoch $PY benchmarks/methods_epoch.py --device cuda --model preact-resnet18 --images 5120 \
   --test-images 10000 --keep /tmp/gpu-runs > "$OUT/methods.jsonl" 2> "$OUT/methods.log"

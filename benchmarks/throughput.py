@@ -39,7 +39,7 @@ from irat import methods
 from irat.config import resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
-from irat.runtime import keep_freed_memory
+from irat.runtime import configure_cuda, keep_freed_memory
 from irat.training.assemble import build_step
 from irat.training.reference import reference_step, stock_copy
 from irat.training.step import train_step
@@ -385,6 +385,7 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
     if not args.default_malloc and device.type == "cpu":
         keep_freed_memory()  # what irat.train does on the CPU (irat/runtime.py); both loops share it
+    configure_cuda(device)  # what irat.train does on a GPU (cuDNN autotuning); both loops share it
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     chosen = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in chosen:
