@@ -138,8 +138,9 @@ def test_a_gpu_run_trains_resumes_and_loads_on_the_cpu(tmp_path, method, determi
     losses = [r["train_loss"] for r in whole.history], [r["train_loss"] for r in resumed.history]
     if deterministic:  # bit for bit
         assert losses[0] == losses[1]
-    else:  # cuDNN's autotuned kernels may add in another order (irat.runtime.configure_cuda)
-        assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    else:  # cuDNN's autotuned kernels may add in another order (irat.runtime.configure_cuda), and
+        # the difference grows with training: 1.3e-4 relative after two epochs of TRADES on an H200
+        assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     state = irat.training.checkpoint.load(whole.dir / "last.pt", map_location="cpu")
     model = irat.models.create("tiny-cnn", dataset=data.spec)
     model.load_state_dict(state["model"])

@@ -76,7 +76,7 @@ class TrainConfig:
     val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
+    channels_last: bool | None = None  # NHWC activations; None: on a GPU (1.24x on an H200), off on the CPU
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
     deterministic: bool = False  # GPU: deterministic kernels (bit-for-bit resume), slower; CPU: always

@@ -86,9 +86,10 @@ def train(
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
     configure_cuda(device, deterministic=cfg.train.deterministic)
     model.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
     tc = cfg.train
+    channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
@@ -142,7 +143,7 @@ def train(
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
-            if cfg.train.channels_last:
+            if channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
