@@ -28,7 +28,7 @@ from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
 from irat.runtime import keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step
+from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -80,6 +80,7 @@ def train(
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    _resolve_burn_in(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -191,6 +192,14 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _resolve_burn_in(cfg: Config) -> None:
+    """Store the resolved burn-in in ``cfg`` (and so in the run's config) and say it once."""
+    line = describe_burn_in(cfg)
+    cfg.weighting.burn_in = burn_in_epochs(cfg)
+    if line is not None and cfg.train.progress:
+        print(f"irat: {line}", file=sys.stderr)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
