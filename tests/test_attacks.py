@@ -468,7 +468,8 @@ def test_kappa_alone_costs_no_extra_forward_and_matches_the_full_record(trained)
     kappa, n_kappa = _forwards(
         model, lambda: pgd(model, x, y, generator=_generator(), first_wrong=False, **kw)
     )
-    assert n_full == 5 and n_kappa == 4  # K forwards; the full record checks x^(K) once more
+    # K forwards; the full record checks x^(K) once more and takes PM_dif's p(x) in eval mode
+    assert n_full == 6 and n_kappa == 4
     assert torch.equal(kappa.steps_to_flip, full.steps_to_flip) and torch.equal(kappa.x_adv, full.x_adv)
     assert kappa.first_wrong is None and kappa.logits_first_wrong is None and kappa.logits_adv is None
     assert full.first_wrong is not None and full.logits_first_wrong is not None
@@ -663,6 +664,8 @@ def test_first_wrong_logits_are_the_logits_of_the_first_wrong_iterate(trained):
     assert torch.allclose(res.logits_first_wrong, expected, atol=1e-10)
     never = res.first_wrong == 10
     assert torch.equal(res.logits_first_wrong[never], res.logits_adv[never])
+    with torch.no_grad():  # PM_dif's reference: the clean x in the same (eval) mode
+        assert torch.allclose(res.logits_nat, model.eval()(x), atol=1e-10)
 
 
 def test_early_stop_with_a_budget_of_at_least_k_and_no_noise_is_plain_pgd(trained):

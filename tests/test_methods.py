@@ -182,7 +182,8 @@ def test_burn_in_skips_the_forwards_only_the_weights_read():
     dif = _cfg("mail-at", epochs=8, milestones=[0.75], **{"weighting.margin": "dif"})
     early, late = build_step(dif, epoch=5), build_step(dif, epoch=6)
     assert early.stats_nat is False and early.attack.keywords["first_wrong"] is False
-    assert late.stats_nat is True and late.attack.keywords["first_wrong"] is True
+    assert late.attack.keywords["first_wrong"] is True
+    assert late.stats_nat is False  # PM_dif's p(x) comes from the attack, in its eval mode
     gairat = _cfg("gairat", epochs=8)  # burn-in 2
     assert build_step(gairat, epoch=0).attack.keywords["record_path"] is True
 
@@ -191,6 +192,73 @@ def test_fat_budget_grows_with_the_epoch():
     assert [methods.fat_tau(e, 120) for e in (0, 49, 50, 89, 90, 119)] == [0, 0, 1, 1, 2, 2]
     assert build_step(_cfg("fat", epochs=12), epoch=11).attack.keywords["tau"] == 2
     assert build_step(_cfg("fat", epochs=12), epoch=0).attack.keywords["tau"] == 0
+
+
+def _bn_model(seed=0):
+    """A small BatchNorm net whose running statistics are far from any batch's, so that its eval-
+    and train-mode outputs differ."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 8),
+        torch.nn.BatchNorm1d(8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 3),
+    ).double()
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-1, 1)
+        model[2].running_var.uniform_(0.2, 3)
+    return model
+
+
+def _bn_batch(n=12):
+    g = torch.Generator().manual_seed(1)
+    return irat.types.Batch(
+        torch.arange(n), torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64), torch.arange(n) % 3
+    )
+
+
+@pytest.mark.parametrize("objective", ["at", "trades", "mart"])
+@pytest.mark.parametrize("margin", ["vir", "dif"])
+def test_two_distribution_statistics_vanish_at_x_adv_equal_x_on_a_batchnorm_model(objective, margin):
+    """§7.4: VIR's w = β exactly and MAIL's PM_dif = 0 when x' = x (ε = 0), for every objective,
+    on a model whose BatchNorm modes disagree: each statistic reads both distributions in one mode
+    (S_d: train, like the training forwards; PM_dif: eval, like the attack's path)."""
+    scheme = {
+        "vir": {"weighting.scheme": "vir"},
+        "dif": {"weighting.scheme": "mail", "weighting.margin": "dif"},
+    }
+    cfg = _cfg("at", eps=0.0, steps=3, objective=objective, **scheme[margin], **{"weighting.burn_in": 0})
+    model, batch = _bn_model(), _bn_batch()
+    with torch.no_grad():  # the two modes really differ on this model
+        assert (model.eval()(batch.x) - model.train()(batch.x)).abs().max() > 0.1
+    model = _bn_model()  # fresh running statistics
+    parts = build_step(cfg, torch.Generator().manual_seed(0))
+    out = irat.training.step.train_step(
+        model, batch, parts, torch.optim.SGD(model.parameters(), lr=0.0), epoch=0
+    )
+    if margin == "vir":
+        assert torch.equal(out.weights, torch.full_like(out.weights, 0.007))  # w = β, S_d = 0
+    else:
+        s = out.stats
+        assert torch.equal(
+            irat.weighting.prob_margin_dif(s.logits_nat_eval, s.logits_first_wrong, s.y),
+            torch.zeros(12, dtype=torch.float64),
+        )
+        assert torch.allclose(out.weights, torch.ones(12, dtype=torch.float64), atol=1e-12)
+
+
+def test_kept_running_stats_gives_train_mode_outputs_and_leaves_the_buffers():
+    from irat.attacks.mode import kept_running_stats
+
+    model, x = _bn_model(), _bn_batch().x
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with kept_running_stats(model), torch.no_grad():
+        inside = model.train()(x)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(inside, model(x))  # the batch's own statistics, as any train-mode forward
+        assert not torch.equal(model[2].running_mean, before["2.running_mean"])  # which moves them
 
 
 def test_vir_on_at_computes_natural_logits_for_the_weights_only_without_touching_batchnorm():
