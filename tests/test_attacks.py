@@ -4,6 +4,7 @@ known answer and a slow per-sample reference loop for the path record (κ, first
 import copy
 import functools
 import logging
+import re
 
 import pytest
 import torch
@@ -500,7 +501,9 @@ def test_names():
         "clean",
         "fgsm",
         "pgd-K",
+        "pgd-K:STEP",
         "cw-K",
+        "cw-K:STEP",
         "autoattack",
         "apgd-ce",
         "apgd-t",
@@ -536,6 +539,44 @@ def test_build_parses_names(name, func, expected):
         assert {k: kw[k] for k in expected} == expected
         if func == "restarted_pgd":
             assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
+
+
+@pytest.mark.parametrize(
+    "name, steps, restarts, loss, step",
+    [
+        ("pgd-100:1/255", 100, 1, "ce", 1 / 255),  # VIR's PGD-100
+        ("pgd-20:eps/4", 20, 1, "ce", 0.1 / 4),
+        ("cw-20:0.003", 20, 1, "cw", 0.003),  # the MAIL code's CW step
+        ("pgd-20x5:0.25*eps", 20, 5, "ce", 0.025),
+        ("cw-10:2*eps/10", 10, 1, "cw", 0.02),
+        ("PGD-7:EPS", 7, 1, "ce", 0.1),
+        ("pgd-3:.5/255", 3, 1, "ce", 0.5 / 255),
+        ("pgd-3:1e-3", 3, 1, "ce", 0.001),
+    ],
+)
+def test_a_step_size_in_the_name_wins_over_the_step_size_option(name, steps, restarts, loss, step):
+    kw = build(name, eps=0.1, step_size=0.5).keywords
+    assert (kw["steps"], kw["restarts"], kw["loss"]) == (steps, restarts, loss)
+    assert kw["step_size"] == pytest.approx(step, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("pgd-20:eps*4", "is not understood"),
+        ("pgd-20:-1", "is not understood"),
+        ("pgd-20:0", "must be > 0"),
+        ("pgd-20:1/0", "divides by zero"),
+        ("pgd-20:2*3", "a factor goes with eps"),
+        ("pgd-20:", "unknown attack"),
+        ("fgsm:1/255", "a step size goes with pgd-K and cw-K only"),
+        ("autoattack:eps/4", "a step size goes with pgd-K and cw-K only"),
+        ("pgd-20@100", "an image limit, @N, goes in an evaluation's attack list"),
+    ],
+)
+def test_bad_step_sizes_in_names_give_one_clear_error(name, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        build(name, eps=0.1)
 
 
 @pytest.mark.parametrize(

@@ -159,10 +159,10 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            row["val_robust_acc"] = (
-                correct_under(fast, val_split.x, val_split.y, val_attack).float().mean().item()
-            )
-            row["val_clean_acc"] = correct_under(fast, val_split.x, val_split.y, clean).float().mean().item()
+            clean_ok = correct_under(fast, val_split.x, val_split.y, clean)
+            robust_ok = correct_under(fast, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
+            row["val_robust_acc"] = robust_ok.float().mean().item()
+            row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
