@@ -10,6 +10,10 @@ Names:
   misclassifies (the last restart's point when none does), so R restarts never succeed on fewer
   points than the first one alone;
 * ``cw-K`` (also ``cw-KxR``): CW-K, κ = 50 (``kappa=``), uniform start, step ε/4 (§3.3);
+* a step size in the name, after a colon, wins over ``step_size=``: ``pgd-100:1/255`` (VIR),
+  ``pgd-20:eps/4``, ``cw-20:0.003`` (MAIL code), ``pgd-10:2*eps/10``. A step is a number, a
+  fraction ``a/b``, or ε written ``eps`` times or divided by a number (``eps/4``, ``0.25*eps``),
+  parsed without ``eval`` (``parse_step``);
 * ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-t``, ``fab-t``,
   ``square``: one AutoAttack component with its standard settings; a ``+``-joined list of them
   (``apgd-ce+square``) runs that custom cascade.
@@ -31,14 +35,39 @@ from irat.attacks.pgd import pgd
 from irat.attacks.threat import threat
 from irat.types import Attack, AttackResult
 
-ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
+ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
+"""``pgd-K``, ``cw-K``, with ``xR`` restarts and ``:STEP`` (groups: kind, K, R, step)."""
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
+_STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}
 
 
 def names() -> list[str]:
     """The attack names ``build`` understands (K: the number of iterations, e.g. ``pgd-20``)."""
-    return ["clean", "fgsm", "pgd-K", "cw-K", "autoattack", *COMPONENTS]
+    return ["clean", "fgsm", "pgd-K", "pgd-K:STEP", "cw-K", "cw-K:STEP", "autoattack", *COMPONENTS]
+
+
+def parse_step(text: str, eps: float) -> float:
+    """The step size written ``text`` for radius ``eps``: ``0.003``, ``1/255``, ``eps/4``,
+    ``0.25*eps``, ``2*eps/10``, ``eps``. ``ValueError`` for anything else or a step <= 0."""
+    m = _STEP.fullmatch(text.strip().lower().replace(" ", ""))
+    if m is None:
+        raise ValueError(
+            f"step size {text!r} is not understood; write a number (0.003), a fraction (1/255) or a "
+            "multiple of eps (eps/4, 0.25*eps)"
+        )
+    factor, base, divisor = m.group(1), m.group(3), m.group(5)
+    value = (float(factor) if factor else 1.0) * (eps if base == "eps" else float(base))
+    if divisor is not None:
+        if float(divisor) == 0:
+            raise ValueError(f"step size {text!r} divides by zero")
+        value /= float(divisor)
+    if factor and base != "eps":
+        raise ValueError(f"step size {text!r}: a factor goes with eps (0.25*eps), not with a number")
+    if not value > 0 and eps > 0:
+        raise ValueError(f"step size {text!r} must be > 0")
+    return value
 
 
 def clean(model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
@@ -73,7 +102,8 @@ def restarted_pgd(
 def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     """The attack called ``name`` (see ``names()``) with radius ``eps`` in ``norm``.
 
-    Optional ``kw``: for ``pgd-K``/``cw-K``: ``step_size`` (default ε/4), ``restarts``,
+    Optional ``kw``: for ``pgd-K``/``cw-K``: ``step_size`` (default ε/4; a ``:STEP`` in the name
+    wins), ``restarts``,
     ``generator`` (random starts), ``start``, ``kappa`` (cw); for the AutoAttack names: ``seed``,
     ``batch_size``, ``verbose``. Options that do not concern the named attack are ignored;
     unknown options are an error."""
@@ -92,7 +122,7 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
         restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1))
         if restarts < 1:
             raise ValueError(f"{name!r}: the number of restarts must be >= 1")
-        step_size = kw.get("step_size")
+        step_size = parse_step(m.group(4), eps) if m.group(4) is not None else kw.get("step_size")
         return functools.partial(
             restarted_pgd,
             restarts=restarts,
@@ -111,7 +141,11 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     listed = key.split("+")
     if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)
+    hint = " (a step size goes with pgd-K and cw-K only)" if ":" in key else ""
+    if "@" in key:
+        hint = " (an image limit, @N, goes in an evaluation's attack list, e.g. eval.attacks)"
     raise ValueError(
-        f"unknown attack {name!r}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20; "
-        "AutoAttack components can be joined with '+', e.g. apgd-ce+square)"
+        f"unknown attack {name!r}{hint}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20; "
+        "STEP = step size, e.g. pgd-100:1/255 or cw-20:eps/4; AutoAttack components can be joined with '+', "
+        "e.g. apgd-ce+square)"
     )

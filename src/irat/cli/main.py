@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   irat train --config configs/demo.yaml --data.limit=5000 --out runs/quick
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
+  irat eval runs/at --attacks clean,pgd-20:eps/4,pgd-100:1/255,autoattack@1000 --checkpoint both
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
@@ -79,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
     e.add_argument("--attacks", help="comma-separated attacks (default: the run's eval.attacks)")
     e.add_argument("--limit", type=int, help="evaluate on the first N test images")
-    e.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default: best)")
+    e.add_argument(
+        "--checkpoint",
+        choices=["best", "last", "both"],
+        help="which checkpoint (default: the run's eval.checkpoint, best); both: best then last, "
+        "written to eval_best.* and eval_last.*",
+    )
     e.add_argument(
         "--batch-size",
         type=int,
@@ -221,16 +227,22 @@ def _compare(args, overrides: list[str]) -> int:
 
 
 def _eval(args) -> int:
-    from irat.analysis.run import evaluate_run, load_run
+    from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_run
+    from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
-    res = evaluate_run(
-        run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
-    )
-    res.save(Path(args.run_dir))
-    print(f"checkpoint: {run.checkpoint}")
-    print(res.to_markdown())
+    names = checkpoint_names(args.checkpoint, run.config)
+    for which in names:
+        path = checkpoint_path(args.run_dir, which, run.config) if len(names) > 1 else run.checkpoint
+        state = checkpoint.load(path, map_location=run.device)
+        run.model.load_state_dict(state["model"])
+        res = evaluate_run(
+            run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
+        )
+        res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
+        print(f"checkpoint: {path} (epoch {state['epoch']})")
+        print(res.to_markdown())
     return 0
 
 

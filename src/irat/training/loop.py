@@ -28,7 +28,7 @@ from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step
+from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -80,6 +80,7 @@ def train(
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    _resolve_burn_in(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -165,10 +166,10 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            row["val_robust_acc"] = (
-                correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
-            )
-            row["val_clean_acc"] = correct_under(model, val_split.x, val_split.y, clean).float().mean().item()
+            clean_ok = correct_under(model, val_split.x, val_split.y, clean)
+            robust_ok = correct_under(model, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
+            row["val_robust_acc"] = robust_ok.float().mean().item()
+            row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
@@ -198,6 +199,14 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _resolve_burn_in(cfg: Config) -> None:
+    """Store the resolved burn-in in ``cfg`` (and so in the run's config) and say it once."""
+    line = describe_burn_in(cfg)
+    cfg.weighting.burn_in = burn_in_epochs(cfg)
+    if line is not None and cfg.train.progress:
+        print(f"irat: {line}", file=sys.stderr)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
