@@ -53,6 +53,19 @@ def stock_copy(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def covers(parts: StepParts) -> bool:
+    """Whether ``reference_step`` has a reference for the method of ``parts``: an attack, ℓ∞ PGD
+    on ce, kl or cw, no FAT early stop, no SAA."""
+    if parts.attack is None:
+        return False
+    kw = parts.attack.keywords
+    inner = [a.keywords for a in kw["attacks"]] if "attacks" in kw else [kw]
+    return all(
+        k.get("loss") in ("ce", "kl", "cw") and k.get("tau") is None and k.get("norm", "linf") == "linf"
+        for k in inner
+    )
+
+
 def paper_start(x: Tensor, start: str, eps: float) -> Tensor:
     """The papers' random start from the global RNG: ``x + U[−ε, ε]`` (Madry) or
     ``x + 0.001·N(0, I)`` (TRADES), clipped to [0, 1]."""
