@@ -4,6 +4,7 @@ known answer and a slow per-sample reference loop for the path record (κ, first
 import copy
 import functools
 import logging
+import re
 
 import pytest
 import torch
@@ -472,7 +473,8 @@ def test_kappa_alone_costs_no_extra_forward_and_matches_the_full_record(trained)
     kappa, n_kappa = _forwards(
         model, lambda: pgd(model, x, y, generator=_generator(), first_wrong=False, **kw)
     )
-    assert n_full == 5 and n_kappa == 4  # K forwards; the full record checks x^(K) once more
+    # K forwards; the full record checks x^(K) once more and takes PM_dif's p(x) in eval mode
+    assert n_full == 6 and n_kappa == 4
     assert torch.equal(kappa.steps_to_flip, full.steps_to_flip) and torch.equal(kappa.x_adv, full.x_adv)
     assert kappa.first_wrong is None and kappa.logits_first_wrong is None and kappa.logits_adv is None
     assert full.first_wrong is not None and full.logits_first_wrong is not None
@@ -503,7 +505,9 @@ def test_names():
         "clean",
         "fgsm",
         "pgd-K",
+        "pgd-K:STEP",
         "cw-K",
+        "cw-K:STEP",
         "autoattack",
         "apgd-ce",
         "apgd-dlr",
@@ -551,6 +555,44 @@ def test_build_parses_names(name, func, expected):
             assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
         if func in ("apgd", "saa"):
             assert kw["eps"] == eps and kw["norm"] == norm
+
+
+@pytest.mark.parametrize(
+    "name, steps, restarts, loss, step",
+    [
+        ("pgd-100:1/255", 100, 1, "ce", 1 / 255),  # VIR's PGD-100
+        ("pgd-20:eps/4", 20, 1, "ce", 0.1 / 4),
+        ("cw-20:0.003", 20, 1, "cw", 0.003),  # the MAIL code's CW step
+        ("pgd-20x5:0.25*eps", 20, 5, "ce", 0.025),
+        ("cw-10:2*eps/10", 10, 1, "cw", 0.02),
+        ("PGD-7:EPS", 7, 1, "ce", 0.1),
+        ("pgd-3:.5/255", 3, 1, "ce", 0.5 / 255),
+        ("pgd-3:1e-3", 3, 1, "ce", 0.001),
+    ],
+)
+def test_a_step_size_in_the_name_wins_over_the_step_size_option(name, steps, restarts, loss, step):
+    kw = build(name, eps=0.1, step_size=0.5).keywords
+    assert (kw["steps"], kw["restarts"], kw["loss"]) == (steps, restarts, loss)
+    assert kw["step_size"] == pytest.approx(step, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("pgd-20:eps*4", "is not understood"),
+        ("pgd-20:-1", "is not understood"),
+        ("pgd-20:0", "must be > 0"),
+        ("pgd-20:1/0", "divides by zero"),
+        ("pgd-20:2*3", "a factor goes with eps"),
+        ("pgd-20:", "unknown attack"),
+        ("fgsm:1/255", "a step size goes with pgd-K and cw-K only"),
+        ("autoattack:eps/4", "a step size goes with pgd-K and cw-K only"),
+        ("pgd-20@100", "an image limit, @N, goes in an evaluation's attack list"),
+    ],
+)
+def test_bad_step_sizes_in_names_give_one_clear_error(name, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        build(name, eps=0.1)
 
 
 @pytest.mark.parametrize(
@@ -692,6 +734,8 @@ def test_first_wrong_logits_are_the_logits_of_the_first_wrong_iterate(trained):
     assert torch.allclose(res.logits_first_wrong, expected, atol=1e-10)
     never = res.first_wrong == 10
     assert torch.equal(res.logits_first_wrong[never], res.logits_adv[never])
+    with torch.no_grad():  # PM_dif's reference: the clean x in the same (eval) mode
+        assert torch.allclose(res.logits_nat, model.eval()(x), atol=1e-10)
 
 
 def test_early_stop_with_a_budget_of_at_least_k_and_no_noise_is_plain_pgd(trained):

@@ -53,3 +53,11 @@ def test_train_then_eval_on_a_users_npz(tiny_npz, tmp_path):
     assert "| clean | fgsm | pgd-10 | worst-case |" in r.stdout
     res = json.loads((out / "eval.json").read_text())
     assert res["n"] == 50 and 0 <= res["accuracy"]["pgd-10"] <= res["accuracy"]["clean"]
+    # the papers' protocol in one call: a step per attack, AutoAttack's components on fewer images
+    r = irat("eval", out, "--attacks", "clean,pgd-5:eps/4,pgd-10:0.002,apgd-ce@20", "--checkpoint", "both")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("checkpoint: ") == 2 and "last.pt (epoch 1)" in r.stdout
+    assert "| clean | pgd-5:eps/4 | pgd-10:0.002 | apgd-ce@20 | worst-case |" in r.stdout
+    assert "; apgd-ce@20: the first 20; worst-case: the first 20," in r.stdout
+    for which in ("best", "last"):
+        assert json.loads((out / f"eval_{which}.json").read_text())["images"]["apgd-ce@20"] == 20

@@ -103,3 +103,34 @@ def test_compare_without_a_validation_split_reports_the_last_epoch(tiny_npz, tmp
         **{"model.name": "fc1"},
     )
     assert cmp.best_epoch["at"] == 1  # no best.pt: last.pt (epoch 1) is evaluated, and so reported
+
+
+def test_compare_reports_the_best_and_the_last_checkpoint_when_asked(toy, tmp_path):
+    """§5.1, DECISION #27: the last epoch and the best by PGD-20 on the held-out split."""
+    cmp = irat.compare(
+        ["at"],
+        out=tmp_path / "cmp",
+        data=toy,
+        analyze=False,
+        attacks=["clean", "pgd-5"],
+        epochs=3,
+        steps=2,
+        eps=0.05,
+        progress=False,
+        batch_size=64,
+        lr=0.5,  # too high on purpose: the last epoch need not be the best
+        **{"model.name": "fc1", "eval.checkpoint": "both", "eval.limit": 40},
+    )
+    run = tmp_path / "cmp" / "at"
+    assert irat.training.rundir.RunDir(run).read_config()["train"]["val_attack"] == "pgd-20"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(3), key=lambda e: (metrics[e]["val_robust_acc"], -e))
+    assert cmp.best_epoch["at"] == best and cmp.last_epoch["at"] == 2
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| method | checkpoint | clean | pgd-5 | worst-case | epoch |" in table
+    assert f"| at | best | {100 * cmp.results['at'].accuracy['clean']:.2f} |" in table
+    assert f"| at | last | {100 * cmp.last['at'].accuracy['clean']:.2f} |" in table
+    assert table.rstrip().endswith("| 2 |")
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["at"]["best_epoch"] == best and saved["at"]["last"]["epoch"] == 2
+    assert (run / "eval_best.json").exists() and (run / "eval_last.json").exists()

@@ -1,5 +1,7 @@
 """Typed config: defaults, YAML, overrides, and one clear error for bad input."""
 
+from pathlib import Path
+
 import pytest
 
 from irat.config import Config, ConfigError, from_dict, load
@@ -17,6 +19,9 @@ def test_defaults_validate_and_overrides_are_typed(tmp_path):
     cfg = load(path, ["--train.epochs=4"])
     assert (cfg.train.method, cfg.train.epochs, cfg.attack.eps) == ("trades", 4, 0.3)
     assert isinstance(Config().to_dict()["train"], dict)
+    # lists from the command line: comma-separated numbers, one factor per milestone
+    cfg = load(None, ["--train.milestones=0.5,0.75,0.9167", "--train.lr_decay=0.1,0.1,0.5"])
+    assert cfg.train.milestones == [0.5, 0.75, 0.9167] and cfg.train.lr_decay == [0.1, 0.1, 0.5]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +37,9 @@ def test_defaults_validate_and_overrides_are_typed(tmp_path):
         ({"train": {"epochs": "ten"}}, "must be an integer"),
         ({"train": {"progress": 1}}, "true or false"),
         ({"train": {"milestones": [30, 60]}}, "fractions"),
+        ({"train": {"lr_decay": [0.1, 0.1, 0.5]}}, "one number or one factor per milestone (2)"),
+        ({"train": {"lr_decay": 0}}, "train.lr_decay=0.0 must be > 0"),
+        ({"train": {"method": "mail-at", "schedule": "constant"}}, "set --weighting.burn_in=N"),
         ({"eval": {"step_size": -0.01}}, "eval.step_size=-0.01 must be > 0"),
         ({"train": {"precision": "fp16"}}, "choose one of: fp32, bf16"),
         ({"train": {"precision": "bf16", "method": "mail-trades"}}, "plain, AT and TRADES training only"),
@@ -74,3 +82,17 @@ def test_malformed_override_and_missing_file(tmp_path):
         load(None, ["--epoch=3"])
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.stem
+)
+def test_every_preset_validates_and_reweights_from_its_first_lr_drop(preset):
+    from irat.training.assemble import burn_in_epochs
+    from irat.training.schedules import first_drop
+
+    cfg = load(preset, ["--train.method=mail-at"])
+    t = cfg.train
+    assert burn_in_epochs(cfg) == first_drop(
+        epochs=t.epochs, schedule=t.schedule, milestones=t.milestones, gamma=t.lr_decay
+    )

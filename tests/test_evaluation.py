@@ -148,3 +148,66 @@ def test_default_evaluation_batch_is_500_on_cpu_and_the_split_on_gpu():
     assert default_batch_size(torch.device("cpu"), 10_000) == 500
     assert default_batch_size(torch.device("cpu"), 40) == 40
     assert default_batch_size(torch.device("cuda"), 10_000) == 10_000
+
+
+def test_a_point_misclassified_when_clean_is_non_robust_under_every_attack(trained):
+    """§5.1: an attack whose output happens to be classified correctly does not make a naturally
+    misclassified point robust (a random start or CW's clamped loss can land there)."""
+    from irat.evaluation.robust import correct_under
+    from irat.types import AttackResult
+
+    test = _toy(200, 6)
+    x, y = test.x.clone(), test.y
+    x[:30] = x[:30].roll(1, dims=-1).flip(-1)  # some points the model gets wrong
+    with torch.inference_mode():
+        clean = trained(x).argmax(1) == y
+    assert 0 < (~clean).sum() < 100
+
+    def oracle(model, xb, yb):  # an "attack" whose output is always classified correctly
+        return AttackResult(x_adv=xb, logits_adv=torch.nn.functional.one_hot(yb, 4).float())
+
+    assert torch.equal(correct_under(trained, x, y, oracle), clean)
+    given = correct_under(trained, x, y, oracle, clean_correct=torch.ones_like(clean))
+    assert given.all()  # the given clean correctness is the one used
+    res = irat.evaluate(trained, SimpleNamespace(x=x, y=y), ["pgd-10", "cw-10"], eps=0.0, progress=False)
+    for name in ("pgd-10", "cw-10"):  # ε = 0: every attack returns x, so it equals clean accuracy
+        assert torch.equal(res.per_sample[name], clean)
+
+
+def test_one_call_runs_each_attack_with_its_own_step_and_image_count(trained, tmp_path):
+    test = _toy(300, 7)
+    attacks = ["clean", "pgd-10:eps/4", "pgd-30:0.01", "cw-10@50", "fgsm@120"]
+    res = irat.evaluate(trained, test, attacks, eps=0.3, progress=False, sanity=False)
+    assert res.n == 300 and res.images == {
+        "clean": 300,
+        "pgd-10:eps/4": 300,
+        "pgd-30:0.01": 300,
+        "cw-10@50": 50,
+        "fgsm@120": 120,
+        "worst-case": 50,
+    }
+    assert len(res.per_sample["cw-10@50"]) == 50 and len(res.per_sample["worst-case"]) == 50
+    # the step in the name is the one used: the same attack built with it gives the same points
+    from irat.attacks import build
+    from irat.evaluation.robust import correct_under
+
+    for name, step in (("pgd-10:eps/4", 0.075), ("pgd-30:0.01", 0.01)):
+        torch.manual_seed(0)
+        expect = correct_under(trained, test.x, test.y, build(name.split(":")[0], eps=0.3, step_size=step))
+        assert torch.equal(res.per_sample[name], expect)
+    # a smaller step over as many iterations as PGD-10 reaches less far: weaker here
+    assert res.accuracy["pgd-30:0.01"] > res.accuracy["pgd-10:eps/4"]
+    # the worst case is over the images every attack ran on
+    worst = torch.stack([res.per_sample[a][:50] for a in attacks]).all(0)
+    assert torch.equal(res.per_sample["worst-case"], worst)
+    limited = irat.evaluate(trained, test, ["cw-10"], eps=0.3, limit=50, progress=False, sanity=False)
+    assert res.accuracy["cw-10@50"] == limited.accuracy["cw-10"]
+    res.save(tmp_path)
+    assert json.loads((tmp_path / "eval.json").read_text())["images"]["cw-10@50"] == 50
+    title = (tmp_path / "eval.md").read_text().splitlines()[0]
+    assert (
+        title == "Accuracy (%) on 300 test images; cw-10@50: the first 50; fgsm@120: the first 120; "
+        "worst-case: the first 50, linf eps=0.3"
+    )
+    with pytest.raises(ValueError, match="positive integer"):
+        irat.evaluate(trained, test, ["pgd-10@0"], eps=0.3, progress=False)

@@ -13,6 +13,7 @@ from irat.config import ConfigError, resolve_config
 from irat.training.assemble import build_step, burn_in_epochs
 from irat.training.records import load_record
 from irat.training.rundir import RunDir
+from irat.training.schedules import learning_rate
 from irat.types import SampleStats
 
 REWEIGHTING = ["gairat", "wmmr", "mail-at", "mail-trades", "mail-mart", "vir-at", "vir-trades"]
@@ -70,7 +71,7 @@ def test_scheme_hyper_parameters_are_the_papers():
     assert scheme_params(_cfg("vir-trades")) == ("vir", {"alpha": 8.0, "gamma": 3.0, "beta": 1.6})
     assert scheme_params(_cfg("wmmr")) == ("wmmr", {"alpha": 0.1, "margin_on": "adv"})
     name, p = scheme_params(_cfg("gairat", epochs=20, steps=7))
-    assert name == "gairat" and p["lam"] == -1.0 and p["num_steps"] == 7 and p["start"] == 10
+    assert name == "gairat" and p["lam"] == -1.0 and p["num_steps"] == 7 and p["start"] == 6
     # overrides reach the scheme; options of another scheme are refused
     cfg = _cfg("mail-trades", **{"weighting.gamma": 2.0, "weighting.margin": "nat"})
     assert scheme_params(cfg)[1]["gamma"] == 2.0 and build_step(cfg).stats_nat is False  # TRADES has nat
@@ -78,26 +79,112 @@ def test_scheme_hyper_parameters_are_the_papers():
         scheme_params(_cfg("mail-at", **{"weighting.lam": 0.0}))
 
 
-def test_burn_in_is_the_paper_share_scaled_to_the_run():
-    assert burn_in_epochs(_cfg("mail-trades", epochs=100)) == 75
-    assert burn_in_epochs(_cfg("vir-at", epochs=8)) == 6
-    assert burn_in_epochs(_cfg("gairat", epochs=120)) == 60
-    assert burn_in_epochs(_cfg("at", epochs=30)) == 0
+# Each paper's own schedule: (epochs, milestones, factors) and the burn-in the spec states.
+PAPER_SCHEDULES = {
+    "defaults": (30, [0.3, 0.6], 0.1),  # irat's defaults (BiLAW's shares): drops at epochs 9 and 18
+    "mail": (100, [0.75, 0.9], 0.1),  # MAIL: ÷10 at 75 and 90, reweighting from 75 (§4.8)
+    "vir": (115, [75 / 115, 90 / 115], 0.1),  # VIR: 115 epochs, ÷10 at 75 and 90 (§4.9)
+    "bilaw": (100, [0.3, 0.6], 0.1),  # BiLAW: ÷10 at 30 and 60 (§4.11)
+    "gairat": (120, [0.5, 0.75, 11 / 12], [0.1, 0.1, 0.5]),  # GAIRAT / FAT: lr/10, /100, /200 (§4.6)
+}
+
+
+@pytest.mark.parametrize(
+    "method, schedule, burn_in",
+    [
+        *[(m, "defaults", 9) for m in ("gairat", "wmmr", "mail-at", "mail-trades", "vir-at", "vir-trades")],
+        ("mail-trades", "mail", 75),
+        ("gairat", "mail", 75),  # GAIRAT in MAIL's tables: MAIL's schedule (DECISION #6); was 50
+        ("vir-at", "vir", 75),  # was 86 (75 % of 115)
+        ("vir-trades", "vir", 75),
+        ("wmmr", "bilaw", 30),  # WMMR in BiLAW's Table 1; was 75
+        ("gairat", "gairat", 60),  # the run's own first drop: 0-based 60 = 1-based 61 of 120
+        ("at", "defaults", 0),
+        ("trades", "mail", 0),
+    ],
+)
+def test_burn_in_lasts_until_the_first_lr_drop_of_each_paper_s_schedule(method, schedule, burn_in):
+    epochs, milestones, factors = PAPER_SCHEDULES[schedule]
+    cfg = _cfg(method, epochs=epochs, milestones=milestones, lr_decay=factors)
+    assert burn_in_epochs(cfg) == burn_in
+    if burn_in:  # the first reweighted epoch is the first at a lower learning rate
+        lr = [
+            learning_rate(
+                e, lr=0.1, epochs=epochs, schedule="piecewise", milestones=milestones, gamma=factors
+            )
+            for e in (burn_in - 1, burn_in)
+        ]
+        assert lr[1] < lr[0]
+
+
+def test_gairat_code_s_schedule_reweights_from_its_1_based_epoch_60():
+    # The GAIRAT code evaluates its schedule at epoch + 1: lr/10 and the weights both start at
+    # 1-based epoch 60 (0-based 59); configs/gairat-cifar10.yaml writes its drops as 59/120 ...
+    cfg = _cfg("gairat", epochs=120, milestones=[59 / 120, 89 / 120, 109 / 120], lr_decay=[0.1, 0.1, 0.5])
+    assert burn_in_epochs(cfg) == 59
+    lrs = [
+        learning_rate(
+            e,
+            lr=0.1,
+            epochs=120,
+            schedule="piecewise",
+            milestones=cfg.train.milestones,
+            gamma=cfg.train.lr_decay,
+        )
+        for e in (58, 59, 88, 89, 108, 109)
+    ]
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001, 0.0005])
+
+
+def test_burn_in_override_share_and_scheme_outside_its_recipe():
     assert burn_in_epochs(_cfg("mail-at", epochs=100, **{"weighting.burn_in": 3})) == 3
-    # a scheme outside its recipe takes that scheme's paper share
-    assert burn_in_epochs(_cfg("at", epochs=20, **{"weighting.scheme": "vir"})) == 15
+    # a scheme outside its recipe starts at that scheme's rule: the first drop
+    assert burn_in_epochs(_cfg("at", epochs=20, **{"weighting.scheme": "vir"})) == 6
+    # cosine: the first epoch at a tenth of the initial lr, ⌈100·arccos(−0.8)/π⌉ = 80
+    assert burn_in_epochs(_cfg("mail-at", epochs=100, schedule="cosine")) == 80
+    # no drop: one clear error, unless burn-in is given
+    with pytest.raises(
+        ConfigError, match="constant schedule has none within 30 epochs; set --weighting.burn_in"
+    ):
+        _cfg("mail-at", schedule="constant")
+    with pytest.raises(ConfigError, match="piecewise schedule has none"):
+        _cfg("vir-at", milestones=[1.0])  # the only drop is at the end
+    assert burn_in_epochs(_cfg("mail-at", schedule="constant", **{"weighting.burn_in": 0})) == 0
+    assert burn_in_epochs(_cfg("at", schedule="constant")) == 0
+
+
+def test_a_run_prints_and_stores_its_resolved_burn_in(fmnist_small, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=fmnist_small.spec)
+    run = irat.train(
+        model,
+        fmnist_small,
+        method="vir-at",
+        epochs=3,
+        eps=0.1,
+        out=tmp_path / "r",
+        steps=1,
+        milestones=[0.7],
+        progress=True,
+    )
+    assert (
+        "irat: vir weights from epoch 2 of 3 (0-based; epochs 0-1 use all-ones weights; the first "
+        "learning-rate drop of this piecewise schedule)" in capsys.readouterr().err
+    )
+    assert RunDir(run.dir).read_config()["weighting"]["burn_in"] == 2 and run.config.weighting.burn_in == 2
 
 
 def test_burn_in_skips_the_forwards_only_the_weights_read():
     # VIR-AT's natural forward and PM_dif's first-wrong forward feed the weights alone; while the
     # weights are all ones they are skipped. GAIRAT's κ costs no forward and stays recorded.
-    vir = _cfg("vir-at", epochs=8)  # burn-in 6
+    vir = _cfg("vir-at", epochs=8, milestones=[0.75])  # burn-in 6
     assert build_step(vir, epoch=5).stats_nat is False and build_step(vir, epoch=6).stats_nat is True
-    dif = _cfg("mail-at", epochs=8, **{"weighting.margin": "dif"})
+    dif = _cfg("mail-at", epochs=8, milestones=[0.75], **{"weighting.margin": "dif"})
     early, late = build_step(dif, epoch=5), build_step(dif, epoch=6)
     assert early.stats_nat is False and early.attack.keywords["first_wrong"] is False
-    assert late.stats_nat is True and late.attack.keywords["first_wrong"] is True
-    gairat = _cfg("gairat", epochs=8)  # burn-in 4
+    assert late.attack.keywords["first_wrong"] is True
+    assert late.stats_nat is False  # PM_dif's p(x) comes from the attack, in its eval mode
+    gairat = _cfg("gairat", epochs=8)  # burn-in 2
     assert build_step(gairat, epoch=0).attack.keywords["record_path"] is True
 
 
@@ -105,6 +192,73 @@ def test_fat_budget_grows_with_the_epoch():
     assert [methods.fat_tau(e, 120) for e in (0, 49, 50, 89, 90, 119)] == [0, 0, 1, 1, 2, 2]
     assert build_step(_cfg("fat", epochs=12), epoch=11).attack.keywords["tau"] == 2
     assert build_step(_cfg("fat", epochs=12), epoch=0).attack.keywords["tau"] == 0
+
+
+def _bn_model(seed=0):
+    """A small BatchNorm net whose running statistics are far from any batch's, so that its eval-
+    and train-mode outputs differ."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 8),
+        torch.nn.BatchNorm1d(8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 3),
+    ).double()
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-1, 1)
+        model[2].running_var.uniform_(0.2, 3)
+    return model
+
+
+def _bn_batch(n=12):
+    g = torch.Generator().manual_seed(1)
+    return irat.types.Batch(
+        torch.arange(n), torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64), torch.arange(n) % 3
+    )
+
+
+@pytest.mark.parametrize("objective", ["at", "trades", "mart"])
+@pytest.mark.parametrize("margin", ["vir", "dif"])
+def test_two_distribution_statistics_vanish_at_x_adv_equal_x_on_a_batchnorm_model(objective, margin):
+    """§7.4: VIR's w = β exactly and MAIL's PM_dif = 0 when x' = x (ε = 0), for every objective,
+    on a model whose BatchNorm modes disagree: each statistic reads both distributions in one mode
+    (S_d: train, like the training forwards; PM_dif: eval, like the attack's path)."""
+    scheme = {
+        "vir": {"weighting.scheme": "vir"},
+        "dif": {"weighting.scheme": "mail", "weighting.margin": "dif"},
+    }
+    cfg = _cfg("at", eps=0.0, steps=3, objective=objective, **scheme[margin], **{"weighting.burn_in": 0})
+    model, batch = _bn_model(), _bn_batch()
+    with torch.no_grad():  # the two modes really differ on this model
+        assert (model.eval()(batch.x) - model.train()(batch.x)).abs().max() > 0.1
+    model = _bn_model()  # fresh running statistics
+    parts = build_step(cfg, torch.Generator().manual_seed(0))
+    out = irat.training.step.train_step(
+        model, batch, parts, torch.optim.SGD(model.parameters(), lr=0.0), epoch=0
+    )
+    if margin == "vir":
+        assert torch.equal(out.weights, torch.full_like(out.weights, 0.007))  # w = β, S_d = 0
+    else:
+        s = out.stats
+        assert torch.equal(
+            irat.weighting.prob_margin_dif(s.logits_nat_eval, s.logits_first_wrong, s.y),
+            torch.zeros(12, dtype=torch.float64),
+        )
+        assert torch.allclose(out.weights, torch.ones(12, dtype=torch.float64), atol=1e-12)
+
+
+def test_kept_running_stats_gives_train_mode_outputs_and_leaves_the_buffers():
+    from irat.attacks.mode import kept_running_stats
+
+    model, x = _bn_model(), _bn_batch().x
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with kept_running_stats(model), torch.no_grad():
+        inside = model.train()(x)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(inside, model(x))  # the batch's own statistics, as any train-mode forward
+        assert not torch.equal(model[2].running_mean, before["2.running_mean"])  # which moves them
 
 
 def test_vir_on_at_computes_natural_logits_for_the_weights_only_without_touching_batchnorm():

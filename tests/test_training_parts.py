@@ -10,7 +10,7 @@ import torch
 from irat.evaluation.sanity import check_accuracies, check_eps_sweep
 from irat.training import checkpoint
 from irat.training.records import InstanceRecorder, load_record
-from irat.training.schedules import learning_rate
+from irat.training.schedules import first_drop, learning_rate
 
 
 def test_piecewise_and_cosine_schedules():
@@ -21,6 +21,30 @@ def test_piecewise_and_cosine_schedules():
     assert learning_rate(50, schedule="cosine", **kw) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="piecewise"):
         learning_rate(0, schedule="step", **kw)
+
+
+def test_per_milestone_factors_give_the_gairat_and_fat_schedule():
+    # lr/10 at 60, lr/100 at 90, lr/200 at 110 of 120 (METHODS.md §4.5, §4.6)
+    kw = dict(
+        lr=0.1, epochs=120, schedule="piecewise", milestones=[0.5, 0.75, 11 / 12], gamma=[0.1, 0.1, 0.5]
+    )
+    got = [learning_rate(e, **kw) for e in (59, 60, 89, 90, 109, 110, 119)]
+    assert got == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005])
+    with pytest.raises(ValueError, match="2 learning-rate factors for 3 milestones"):
+        learning_rate(0, **{**kw, "gamma": [0.1, 0.1]})
+
+
+def test_first_drop_of_each_schedule():
+    kw = dict(epochs=100, milestones=[0.3, 0.6], gamma=0.1)
+    assert first_drop(schedule="piecewise", **kw) == 30
+    assert first_drop(schedule="piecewise", **{**kw, "gamma": [1.0, 0.1]}) == 60  # no drop at 30
+    assert first_drop(schedule="piecewise", **{**kw, "milestones": [0.6, 0.3]}) == 30  # unsorted
+    assert first_drop(schedule="piecewise", **{**kw, "milestones": [1.0, 1.0]}) is None  # past the end
+    assert first_drop(schedule="piecewise", **{**kw, "milestones": [], "gamma": []}) is None
+    # cosine: first epoch at most a tenth of the initial lr; cos(π·79/100) > −0.8 ≥ cos(π·80/100)
+    assert first_drop(schedule="cosine", **kw) == 80
+    assert first_drop(schedule="cosine", **{**kw, "epochs": 30}) == 24
+    assert first_drop(schedule="constant", **kw) is None
 
 
 def test_checkpoint_roundtrip_and_atomicity(tmp_path, monkeypatch):

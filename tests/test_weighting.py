@@ -41,6 +41,7 @@ def _stats(b=12, n=5, seed=0, epoch=0, nat=True, path=True):
     z_adv, y = _logits(b, n, seed)
     z_nat, _ = _logits(b, n, seed + 100)
     z_wrong, _ = _logits(b, n, seed + 200)
+    z_nat_eval, _ = _logits(b, n, seed + 400)
     kappa = torch.randint(0, 11, (b,), generator=torch.Generator().manual_seed(seed + 300))
     return SampleStats(
         idx=torch.arange(b),
@@ -50,6 +51,7 @@ def _stats(b=12, n=5, seed=0, epoch=0, nat=True, path=True):
         steps_to_flip=kappa if path else None,
         epoch=epoch,
         logits_first_wrong=z_wrong if path else None,
+        logits_nat_eval=z_nat_eval if path else None,
     )
 
 
@@ -65,6 +67,7 @@ def _permute(stats, perm):
         steps_to_flip=p(stats.steps_to_flip),
         epoch=stats.epoch,
         logits_first_wrong=p(stats.logits_first_wrong),
+        logits_nat_eval=p(stats.logits_nat_eval),
     )
 
 
@@ -271,7 +274,8 @@ def test_make_mail_margins_and_normalisations():
     expect = {
         "adv": losses.pm(s.logits_adv, y),
         "nat": losses.pm(s.logits_nat, y),
-        "dif": s.logits_nat.softmax(1).gather(1, y[:, None]).squeeze(1)
+        # PM_dif reads the attack's eval-mode natural logits, not the training forward's
+        "dif": s.logits_nat_eval.softmax(1).gather(1, y[:, None]).squeeze(1)
         - s.logits_first_wrong.softmax(1).gather(1, y[:, None]).squeeze(1),
     }
     for margin, pm in expect.items():
@@ -340,6 +344,7 @@ def test_weights_are_finite_non_negative_detached_and_shaped(name, params):
         steps_to_flip=s.steps_to_flip.to(D).requires_grad_(),
         epoch=0,
         logits_first_wrong=s.logits_first_wrong.clone().requires_grad_(),
+        logits_nat_eval=s.logits_nat_eval.clone().requires_grad_(),
     )
     w = make(name, **params)(grad_stats)
     assert w.shape == (12,) and w.is_floating_point()
@@ -391,7 +396,6 @@ def test_schemes_registry_keeps_uniform_and_offers_defaults():
         ("wmmr", {"margin_on": "nat"}, {"nat": False}, "wmmr with margin_on='nat' needs the natural logits"),
         ("mail", {"margin": "nat"}, {"nat": False}, "mail with margin='nat' needs the natural logits"),
         ("mail", {"margin": "dif"}, {"path": False}, "mail with margin='dif' needs logits_first_wrong"),
-        ("mail", {"margin": "dif"}, {"nat": False}, "mail with margin='dif' needs the natural logits"),
         ("vir", {}, {"nat": False}, "vir needs the natural logits"),
     ],
 )
@@ -430,7 +434,7 @@ def test_make_rejects_unknown_names_parameters_and_options():
         ("wmmr", {"margin_on": "nat"}, {"nat"}),
         ("mail", {}, set()),
         ("mail", {"margin": "nat"}, {"nat"}),
-        ("mail", {"margin": "dif"}, {"nat", "first_wrong"}),
+        ("mail", {"margin": "dif"}, {"first_wrong"}),
         ("vir", {}, {"nat"}),
     ],
 )

@@ -4,19 +4,21 @@ Every method trains from the same initial weights (same seed) on the same data, 
 model, attack, schedule and epochs, in ``OUT/<method>``; its selected checkpoint is evaluated on
 the same test images with the same attacks; the table goes to ``OUT/comparison.md`` and
 ``OUT/comparison.json``, and the analysis plots of each run to ``OUT/<method>/analysis``. A run
-directory that already exists is resumed (a finished run is only evaluated again).
+directory that already exists is resumed (a finished run is only evaluated again). With
+``eval.checkpoint: both`` every method gets two rows, its best checkpoint (by the validation
+attack, PGD-20 by default) and its last one (METHODS.md §5.1, DECISION #27).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 import irat
-from irat.analysis.run import checkpoint_path, evaluate_run, load_data
+from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_data
 from irat.config import Config, resolve_config
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
@@ -25,28 +27,43 @@ from irat.training.rundir import RunDir
 
 @dataclass
 class Comparison:
-    """``results``: method → ``EvalResult``; ``best_epoch``: method → selected epoch."""
+    """``results``: method → ``EvalResult`` of the checkpoint ``eval.checkpoint`` names (the best
+    one for "both"); ``best_epoch``: method → that checkpoint's epoch. ``last`` and
+    ``last_epoch``: the same for the last checkpoint, with ``eval.checkpoint: both`` (else empty)."""
 
     results: dict
     best_epoch: dict
     out: Path
+    last: dict = field(default_factory=dict)
+    last_epoch: dict = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         first = next(iter(self.results.values()))
         attacks = list(first.accuracy)
+        both = bool(self.last)
         lines = [
-            f"Accuracy (%) on {first.n} test images, {first.norm} eps={first.eps:g}",
+            first.title(),
             "",
-            "| method | " + " | ".join(attacks) + " | epoch |",
-            "|---|" + "---|" * (len(attacks) + 1),
+            "| method | " + ("checkpoint | " if both else "") + " | ".join(attacks) + " | epoch |",
+            "|---|" + "---|" * (len(attacks) + 1 + both),
         ]
         for method, res in self.results.items():
-            cells = " | ".join(f"{100 * res.accuracy[a]:.2f}" for a in attacks)
-            lines.append(f"| {method} | {cells} | {self.best_epoch[method]} |")
+            rows = [("best", res, self.best_epoch[method])]
+            if both:
+                rows.append(("last", self.last[method], self.last_epoch[method]))
+            for which, r, epoch in rows:
+                cells = " | ".join(f"{100 * r.accuracy[a]:.2f}" for a in attacks)
+                label = f"{method} | {which}" if both else method
+                lines.append(f"| {label} | {cells} | {epoch} |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict:
-        return {m: {**r.to_dict(), "best_epoch": self.best_epoch[m]} for m, r in self.results.items()}
+        out = {}
+        for m, r in self.results.items():
+            out[m] = {**r.to_dict(), "best_epoch": self.best_epoch[m]}
+            if m in self.last:
+                out[m]["last"] = {**self.last[m].to_dict(), "epoch": self.last_epoch[m]}
+        return out
 
 
 def compare(
@@ -65,23 +82,26 @@ def compare(
     if data is None:
         data = load_data(cfg)
     out = Path(out)
-    results, best = {}, {}
+    comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():
         torch.manual_seed(cfg.train.seed)
         model = irat.models.create(cfg.model.name, dataset=data.spec)
         run_dir = RunDir(out / method)
         irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
-        state = checkpoint.load(checkpoint_path(run_dir.path, None, method_cfg), map_location="cpu")
-        model.load_state_dict(state["model"])
-        best[method] = state["epoch"]
-        res = evaluate_run(model, data, cfg)
-        res.save(run_dir.path)
-        results[method] = res
+        names = checkpoint_names(None, cfg)
+        for i, which in enumerate(names):  # the selected checkpoint first, then "last" for both
+            state = checkpoint.load(checkpoint_path(run_dir.path, which, method_cfg), map_location="cpu")
+            model.load_state_dict(state["model"])
+            res = evaluate_run(model, data, cfg)
+            res.save(run_dir.path, stem="eval" if len(names) == 1 else f"eval_{which}")
+            if i == 0:
+                comparison.results[method], comparison.best_epoch[method] = res, state["epoch"]
+            else:
+                comparison.last[method], comparison.last_epoch[method] = res, state["epoch"]
         if analyze:
             from irat.analysis import analyze as analyze_run
 
-            analyze_run(run_dir.path, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=cfg.eval.checkpoint)
-    comparison = Comparison(results, best, out)
+            analyze_run(run_dir.path, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=names[0])
     atomic_write_text(out / "comparison.md", comparison.to_markdown())
     atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
     return comparison

@@ -51,7 +51,8 @@ class WeightingConfig:
     """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
 
     scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any with any objective) | lrat
-    burn_in: int | None = None  # epochs with all-ones weights; None: the paper's share of training
+    burn_in: int | None = None  # epochs with all-ones weights; None: the method's rule (MAIL, VIR,
+    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT: none); a run stores the number
     alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score); LRAT α
     gamma: float | None = None  # MAIL slope γ; VIR γ
     beta: float | None = None  # MAIL bias β; VIR floor β; LRAT exponent β
@@ -75,13 +76,15 @@ class TrainConfig:
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
     schedule: str = "piecewise"  # piecewise | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
-    lr_decay: float = 0.1  # piecewise: the lr is multiplied by this at each milestone
-    val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
+    lr_decay: float | list[float] = 0.1  # piecewise: the lr is multiplied by this at each milestone,
+    # or by one factor per milestone (GAIRAT, FAT: [0.1, 0.1, 0.5] at [0.5, 0.75, 0.9167])
+    val_attack: str = "pgd-20"  # per-epoch validation attack; best checkpoint by its accuracy (§5.1)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
+    channels_last: bool | None = None  # NHWC activations; None: on a GPU (1.24x on an H200), off on the CPU
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
+    deterministic: bool = False  # GPU: deterministic kernels (bit-for-bit resume), slower; CPU: always
     progress: bool = True  # progress bars on training and evaluation
 
 
@@ -90,10 +93,11 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 @dataclass
 class EvalConfig:
+    # attack names, each with an optional step (pgd-100:1/255) and image count (autoattack@1000)
     attacks: list[str] = field(default_factory=lambda: ["clean", "pgd-20", "cw-20", "autoattack"])
     limit: int | None = None  # evaluate on the first N test images (None: all; tables state N)
     batch_size: int | None = None  # None: 500 on the CPU; on a GPU the whole split, halved on OOM
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | both (irat eval and irat compare report each)
     step_size: float | None = None  # PGD-k / CW-k step (None: eps/4); restarts via names, e.g. pgd-20x5
 
 
@@ -206,8 +210,8 @@ def _coerce(value, hint, name: str):
         raise ConfigError(errors[0] if errors else f"{name} may not be empty")
     if origin is list:
         (item,) = typing.get_args(hint)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "0.3,0.6" from the command line: each item parsed as YAML
+            value = [yaml.safe_load(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list, got {value!r}")
         return [_coerce(v, item, name) for v in value]
@@ -284,6 +288,12 @@ def validate(cfg: Config) -> None:
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("weighting.c", cfg.weighting.c is None or cfg.weighting.c > 0, "must be > 0 (LRAT's C)"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
+        ("train.lr_decay", all(f > 0 for f in _as_list(cfg.train.lr_decay)), "must be > 0"),
+        (
+            "train.lr_decay",
+            not isinstance(cfg.train.lr_decay, list) or len(cfg.train.lr_decay) == len(cfg.train.milestones),
+            f"must be one number or one factor per milestone ({len(cfg.train.milestones)})",
+        ),
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
         ("eval.batch_size", cfg.eval.batch_size is None or cfg.eval.batch_size >= 1, "must be >= 1 or none"),
         ("eval.step_size", cfg.eval.step_size is None or cfg.eval.step_size > 0, "must be > 0"),
@@ -291,12 +301,22 @@ def validate(cfg: Config) -> None:
     for name, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
-    _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last"])
-    for name in [*cfg.eval.attacks, cfg.train.val_attack]:
-        try:
-            attacks.build(name, eps=cfg.attack.eps, norm=cfg.attack.norm)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last", "both"])
+    from irat.training.assemble import burn_in_epochs
+
+    burn_in_epochs(cfg)  # a reweighting method on a schedule without a drop: ConfigError
+    from irat.evaluation.evaluate import split_images
+
+    try:
+        for name in cfg.eval.attacks:
+            attacks.build(split_images(name)[0], eps=cfg.attack.eps, norm=cfg.attack.norm)
+        attacks.build(cfg.train.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def _validate_variants(cfg: Config) -> None:

@@ -19,9 +19,10 @@ class Recipe:
     training attack (``None``: no attack, plain training). ``start``: PGD random start.
     ``trade_off``: the objective's trade-off (TRADES' 1/λ, MART's β); ``None`` when it has none.
     ``weighting``: the instance-weighting scheme (``irat.weighting.make``) and ``params`` its
-    hyper-parameters. ``burn_in``: the share of training with all-ones weights in the paper
-    (0.75 = "the first 75 of 100 epochs"); ``irat.train`` scales it to the epochs it runs, rounding
-    to whole epochs, unless ``weighting.burn_in`` gives a number of epochs. ``early_stop``: FAT's
+    hyper-parameters. ``burn_in``: how long the weights stay all ones: ``FIRST_DROP`` (until the
+    first learning-rate drop of the run's schedule, as MAIL, VIR, WMMR and GAIRAT do), or a share
+    of training (0.1 = "the first 10 of 100 epochs", rounded to whole epochs); ``weighting.burn_in``
+    overrides it with a number of epochs (``irat.training.assemble.burn_in_epochs``). ``early_stop``: FAT's
     early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``step``: the training attack's
     step as a fraction of ε when ``attack.step_size`` is unset. ``variants``: LRAT/LSAT's attacks,
     one adversarial variant per instance each (``VARIANTS``; empty: one training attack).
@@ -35,18 +36,23 @@ class Recipe:
     trade_off: float | None = None
     weighting: str = "uniform"
     params: dict = field(default_factory=dict)
-    burn_in: float = 0.0
+    burn_in: float | str = 0.0
     early_stop: bool = False
     step: float = 0.25
     variants: tuple[str, ...] = ()
     paper: str = ""
 
 
-MAIL_BURN_IN = 0.75
-"""MAIL and VIR reweight from the first lr decay, epoch 75 of 100 (METHODS.md §4.8, §4.9)."""
+FIRST_DROP = "first-drop"
+"""Burn-in until the first learning-rate drop of the run's schedule
+(``irat.training.schedules.first_drop``)."""
 
-GAIRAT_BURN_IN = 0.5
-"""GAIRAT's code reweights from epoch 60 of 120 (§4.6)."""
+MAIL_BURN_IN = FIRST_DROP
+"""MAIL, VIR and WMMR reweight from the first lr drop: epoch 75 in their schedules, ÷10 at 75 and
+90 (METHODS.md §4.7–4.9, DECISION #6); epoch 30 in BiLAW's (÷10 at 30 and 60)."""
+
+GAIRAT_BURN_IN = FIRST_DROP
+"""GAIRAT's code reweights from its first lr drop, 1-based epoch 60 of 120 (§4.6)."""
 
 
 VARIANTS = ("pgd", "cw", "saa", "gd")

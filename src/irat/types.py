@@ -43,6 +43,8 @@ class AttackResult:
     ``first_wrong`` [B] long or None: the smallest k in 0..K whose iterate x^(k) is misclassified
         (K if none); ``x_first_wrong`` [B, C, H, W] that iterate (x^(K) when never wrong) and
         ``logits_first_wrong`` [B, n] its logits from the attack's own forward (MAIL's PM_dif).
+    ``logits_nat`` [B, n] or None: with ``first_wrong``, the logits of the clean ``x`` in the
+        attack's (eval) mode, no graph: PM_dif's reference point, in the mode of its iterate.
     """
 
     x_adv: Tensor
@@ -51,6 +53,7 @@ class AttackResult:
     first_wrong: Tensor | None = None
     x_first_wrong: Tensor | None = None
     logits_first_wrong: Tensor | None = None
+    logits_nat: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,13 @@ class SampleStats:
     """Per-sample statistics of one training step, computed once from logits that already exist
     and shared by the weighting scheme, the objective and the recorder. All tensors are detached.
 
-    ``idx``, ``y`` [B]; ``logits_adv`` [B, n], or [B, m, n] for m adversarial variants per
-    sample (LRAT); ``logits_nat`` [B, n] or None when the method needs no natural forward;
-    ``steps_to_flip`` [B] or None; ``epoch`` 0-based;
-    ``logits_first_wrong`` [B, n] or None (MAIL's PM_dif; PGD with ``record_path`` and
-    ``first_wrong``).
+    ``idx``, ``y`` [B]; ``logits_adv`` [B, n] (the training forward, train mode), or [B, m, n]
+    for m adversarial variants per sample (LRAT, one forward of the B·m images);
+    ``logits_nat`` [B, n] or None when the method needs no natural forward (train mode as well);
+    ``steps_to_flip`` [B] or None; ``epoch`` 0-based; ``logits_first_wrong`` [B, n] and
+    ``logits_nat_eval`` [B, n] or None: the first misclassified PGD iterate's logits and the clean
+    x's, both from the attack (eval mode), so that MAIL's PM_dif compares two distributions of one
+    BatchNorm mode (PGD with ``record_path`` and ``first_wrong``).
     """
 
     idx: Tensor
@@ -72,6 +77,7 @@ class SampleStats:
     steps_to_flip: Tensor | None
     epoch: int
     logits_first_wrong: Tensor | None = None
+    logits_nat_eval: Tensor | None = None
 
 
 class Attack(Protocol):

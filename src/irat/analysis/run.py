@@ -24,15 +24,23 @@ class LoadedRun:
     device: torch.device
 
 
+def checkpoint_names(which: str | None, config: Config) -> list[str]:
+    """The checkpoints to report for ``which`` ("best", "last", "both"; None: the config's
+    ``eval.checkpoint``): ``["best", "last"]`` for both."""
+    which = which or config.eval.checkpoint
+    if which not in ("best", "last", "both"):
+        raise ValueError(f"checkpoint={which!r}; choose best, last or both")
+    return ["best", "last"] if which == "both" else [which]
+
+
 def checkpoint_path(run_dir: str | Path, which: str | None, config: Config) -> Path:
-    """The checkpoint file for ``which`` ("best", "last"; None: the run's ``eval.checkpoint``);
-    ``best`` falls back to ``last.pt`` with a note on stderr when the run has no ``best.pt``."""
+    """The checkpoint file for ``which`` ("best", "last"; None: the run's ``eval.checkpoint``, the
+    best one for "both"); ``best`` falls back to ``last.pt`` with a note on stderr when the run has
+    no ``best.pt``."""
     from irat.training.rundir import RunDir
 
     run = RunDir(run_dir)
-    which = which or config.eval.checkpoint
-    if which not in ("best", "last"):
-        raise ValueError(f"checkpoint={which!r}; choose best or last")
+    which = checkpoint_names(which, config)[0]
     path = run.best if which == "best" else run.last
     if which == "best" and not path.exists():
         print(f"irat: {path} missing (no validation split?); using last.pt", file=sys.stderr)
@@ -74,7 +82,7 @@ def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str | None = None) -> LoadedRun:
     """Load the run in ``run_dir``: its config, its dataset (from ``data_dir`` or the stored
     ``data.root``, same split seed and sizes as in training) and its model with the weights of
-    ``checkpoint`` ("best" or "last"; default: the run's ``eval.checkpoint``)."""
+    ``checkpoint`` ("best" or "last"; default: the run's ``eval.checkpoint``, "best" for "both")."""
     import irat
     from irat.runtime import pick_device
     from irat.training import checkpoint as ckpt

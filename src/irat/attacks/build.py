@@ -10,6 +10,10 @@ Names:
   misclassifies (the last restart's point when none does), so R restarts never succeed on fewer
   points than the first one alone;
 * ``cw-K`` (also ``cw-KxR``): CW-K, κ = 50 (``kappa=``), uniform start, step ε/4 (§3.3);
+* a step size in the name, after a colon, wins over ``step_size=``: ``pgd-100:1/255`` (VIR),
+  ``pgd-20:eps/4``, ``cw-20:0.003`` (MAIL code), ``pgd-10:2*eps/10``. A step is a number, a
+  fraction ``a/b``, or ε written ``eps`` times or divided by a number (``eps/4``, ``0.25*eps``),
+  parsed without ``eval`` (``parse_step``);
 * ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
   ``fab-t``, ``square``: one component of the official AutoAttack code with its standard settings;
   a ``+``-joined list of them (``apgd-ce+square``) runs that custom cascade.
@@ -17,7 +21,7 @@ Names:
   ``apgd-ce-K``, ``apgd-dlr-K`` (untargeted, uniform start, K iterations, one run); ``saa``
   (LRAT's SAA: targeted APGD-DLR on the 3 highest wrong classes, 20 iterations each) and
   ``saa-K`` (K iterations each). In evaluation they count a point as broken when any iterate
-  misclassified it (``keep="fooled"``).
+  misclassified it (``keep="fooled"``). APGD chooses its own step sizes: no ``:STEP``.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -39,7 +43,10 @@ from irat.attacks.saa import saa
 from irat.attacks.threat import threat
 from irat.types import Attack, AttackResult
 
-ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?")
+ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
+"""``pgd-K``, ``cw-K``, with ``xR`` restarts and ``:STEP`` (groups: kind, K, R, step)."""
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
+_STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
 OWN_APGD = re.compile(r"(apgd-ce|apgd-dlr|saa)-(\d+)")
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}
@@ -51,7 +58,9 @@ def names() -> list[str]:
         "clean",
         "fgsm",
         "pgd-K",
+        "pgd-K:STEP",
         "cw-K",
+        "cw-K:STEP",
         "autoattack",
         *COMPONENTS,
         "apgd-ce-K",
@@ -59,6 +68,28 @@ def names() -> list[str]:
         "saa",
         "saa-K",
     ]
+
+
+def parse_step(text: str, eps: float) -> float:
+    """The step size written ``text`` for radius ``eps``: ``0.003``, ``1/255``, ``eps/4``,
+    ``0.25*eps``, ``2*eps/10``, ``eps``. ``ValueError`` for anything else or a step <= 0."""
+    m = _STEP.fullmatch(text.strip().lower().replace(" ", ""))
+    if m is None:
+        raise ValueError(
+            f"step size {text!r} is not understood; write a number (0.003), a fraction (1/255) or a "
+            "multiple of eps (eps/4, 0.25*eps)"
+        )
+    factor, base, divisor = m.group(1), m.group(3), m.group(5)
+    value = (float(factor) if factor else 1.0) * (eps if base == "eps" else float(base))
+    if divisor is not None:
+        if float(divisor) == 0:
+            raise ValueError(f"step size {text!r} divides by zero")
+        value /= float(divisor)
+    if factor and base != "eps":
+        raise ValueError(f"step size {text!r}: a factor goes with eps (0.25*eps), not with a number")
+    if not value > 0 and eps > 0:
+        raise ValueError(f"step size {text!r} must be > 0")
+    return value
 
 
 def clean(model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
@@ -93,7 +124,8 @@ def restarted_pgd(
 def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     """The attack called ``name`` (see ``names()``) with radius ``eps`` in ``norm``.
 
-    Optional ``kw``: for ``pgd-K``/``cw-K``: ``step_size`` (default ε/4), ``restarts``,
+    Optional ``kw``: for ``pgd-K``/``cw-K``: ``step_size`` (default ε/4; a ``:STEP`` in the name
+    wins), ``restarts``,
     ``generator`` (random starts), ``start``, ``kappa`` (cw); for the AutoAttack names: ``seed``,
     ``batch_size``, ``verbose``. Options that do not concern the named attack are ignored;
     unknown options are an error."""
@@ -112,7 +144,7 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
         restarts = int(m.group(3)) if m.group(3) is not None else int(kw.get("restarts", 1))
         if restarts < 1:
             raise ValueError(f"{name!r}: the number of restarts must be >= 1")
-        step_size = kw.get("step_size")
+        step_size = parse_step(m.group(4), eps) if m.group(4) is not None else kw.get("step_size")
         return functools.partial(
             restarted_pgd,
             restarts=restarts,
@@ -146,7 +178,11 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     listed = key.split("+")
     if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)
+    hint = " (a step size goes with pgd-K and cw-K only)" if ":" in key else ""
+    if "@" in key:
+        hint = " (an image limit, @N, goes in an evaluation's attack list, e.g. eval.attacks)"
     raise ValueError(
-        f"unknown attack {name!r}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20; "
-        "AutoAttack components can be joined with '+', e.g. apgd-ce+square)"
+        f"unknown attack {name!r}{hint}; valid names: {', '.join(names())} (K = iterations, e.g. pgd-20; "
+        "STEP = step size, e.g. pgd-100:1/255 or cw-20:eps/4; AutoAttack components can be joined with '+', "
+        "e.g. apgd-ce+square)"
     )

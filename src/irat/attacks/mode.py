@@ -1,6 +1,9 @@
 """Model mode during an attack (METHODS.md §1.1.4): adversarial examples are generated with the
 model in ``eval()`` mode, so BatchNorm uses its running statistics and does not update them, and
-dropout is off. The previous ``training`` flag of every submodule is restored afterwards."""
+dropout is off. The previous ``training`` flag of every submodule is restored afterwards.
+
+``kept_running_stats``: a train-mode forward that leaves BatchNorm's running statistics as they
+were (the natural forward that only the instance weights read)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 
 @contextmanager
@@ -35,3 +39,23 @@ def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def kept_running_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """``with kept_running_stats(model): model(x)`` runs train-mode forwards (BatchNorm normalises
+    with the batch's own statistics) and then restores every running mean, variance and batch
+    count, so the forwards inside leave no trace in the model. Models without BatchNorm copy
+    nothing."""
+    saved = [
+        (buf, buf.clone())
+        for m in model.modules()
+        if isinstance(m, _NormBase) and m.track_running_stats
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
+    try:
+        yield model
+    finally:
+        for buf, copy in saved:
+            buf.copy_(copy)

@@ -14,7 +14,9 @@ Losses (all maximised): ``ce`` = CE(z, y); ``kl`` = KL(p(x) ‖ p(x')) with p(x)
 Path record (``record_path=True``): ``steps_to_flip`` κ_i = Σ_{k<K} correct_{k,i} ∈ [0, K]
 (GAIRAT's least PGD steps; x^(K) is not counted); with ``first_wrong=True`` (the default) also
 ``first_wrong`` the smallest k ∈ 0..K whose iterate is misclassified (K if none; x^(K) is checked
-with one more forward), ``x_first_wrong`` that iterate (x^(K) if none) and its logits. κ alone
+with one more forward), ``x_first_wrong`` that iterate (x^(K) if none), its logits and those of
+the clean x (``logits_nat``: the KL attack's target, or one more forward), all in eval mode, so
+that MAIL's PM_dif compares two distributions of one BatchNorm mode. κ alone
 (``first_wrong=False``, what GAIRAT needs) costs one comparison per step and no extra forward.
 All vectorised.
 
@@ -76,7 +78,8 @@ def pgd(
 
     ``x`` [B, C, H, W] in [0, 1], ``y`` [B]. ``loss``: ``ce`` | ``kl`` | ``cw`` (κ = ``kappa``).
     ``start``: ``uniform`` | ``gauss_small`` | ``none``, drawn from ``generator`` (the global RNG
-    when None). ``logits_nat``: p(x) for the ``kl`` loss (computed once under no_grad if None).
+    when None). ``logits_nat``: the eval-mode logits of ``x``, p(x) for the ``kl`` loss and PM_dif's
+    reference with ``first_wrong`` (computed once under no_grad if None).
     ``final_logits``: one more no-grad forward on x^(K) → ``logits_adv`` (the training step
     passes False and recomputes them in train mode with a graph); with ``record_path`` and
     ``first_wrong`` that forward is needed anyway and its logits are returned.
@@ -92,15 +95,15 @@ def pgd(
         raise ValueError(f"tau={tau} must be a non-negative integer (FAT's early-stop budget)")
     ball = threat(norm, eps)
     x = x.detach()
+    track_first = record_path and first_wrong
     with eval_mode(model), frozen_parameters(model):
         target = None
+        if (loss == "kl" or track_first) and logits_nat is None:
+            with torch.no_grad():
+                logits_nat = model(x)
         if loss == "kl":
-            if logits_nat is None:
-                with torch.no_grad():
-                    logits_nat = model(x)
             target = logits_nat.detach()
         x_adv = ball.random_start(x, start, generator)
-        track_first = record_path and first_wrong
         if record_path:
             n_correct = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         if track_first:
@@ -158,6 +161,7 @@ def pgd(
         first_wrong=k_first,
         x_first_wrong=x_first,
         logits_first_wrong=z_first,
+        logits_nat=logits_nat.detach(),
     )
 
 

@@ -1,5 +1,5 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``.
+``irat compare``, ``irat data fetch NAME`` / ``irat data list``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
 (sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
@@ -20,9 +20,12 @@ EXAMPLES = """examples:
   irat train --config configs/demo.yaml --data.limit=5000 --out runs/quick
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
+  irat eval runs/at --attacks clean,pgd-20:eps/4,pgd-100:1/255,autoattack@1000 --checkpoint both
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
+  irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
+  irat data list                               # where each dataset is, its files and checksums
 """
 
 
@@ -77,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
     e.add_argument("--attacks", help="comma-separated attacks (default: the run's eval.attacks)")
     e.add_argument("--limit", type=int, help="evaluate on the first N test images")
-    e.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default: best)")
+    e.add_argument(
+        "--checkpoint",
+        choices=["best", "last", "both"],
+        help="which checkpoint (default: the run's eval.checkpoint, best); both: best then last, "
+        "written to eval_best.* and eval_last.*",
+    )
     e.add_argument(
         "--batch-size",
         type=int,
@@ -102,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", choices=["best", "last"], default="last", help="which checkpoint (default: last)"
     )
     a.add_argument("--data-dir", help="folder holding the dataset files")
+
+    d = sub.add_parser("data", help="fetch a dataset, or list where each one is")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = dsub.add_parser(
+        "fetch",
+        help="find the files, else download and verify them, else install the Debian package (apt)",
+    )
+    f.add_argument("name", help="dataset name (irat data list shows them)")
+    f.add_argument("--data-dir", help="put the files here (and only here)")
+    f.add_argument("--no-apt", action="store_true", help="never call apt-get")
+    ls = dsub.add_parser("list", help="each dataset: where it was found (or missing), its files and sha256")
+    ls.add_argument("--data-dir", help="look in this folder (and its NAME subfolder) only")
     return parser
 
 
@@ -134,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "compare":
             return _compare(args, extra)
+        if args.command == "data":
+            return _data(args)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -205,16 +227,33 @@ def _compare(args, overrides: list[str]) -> int:
 
 
 def _eval(args) -> int:
-    from irat.analysis.run import evaluate_run, load_run
+    from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_run
+    from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
-    res = evaluate_run(
-        run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
-    )
-    res.save(Path(args.run_dir))
-    print(f"checkpoint: {run.checkpoint}")
-    print(res.to_markdown())
+    names = checkpoint_names(args.checkpoint, run.config)
+    for which in names:
+        path = checkpoint_path(args.run_dir, which, run.config) if len(names) > 1 else run.checkpoint
+        state = checkpoint.load(path, map_location=run.device)
+        run.model.load_state_dict(state["model"])
+        res = evaluate_run(
+            run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
+        )
+        res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
+        print(f"checkpoint: {path} (epoch {state['epoch']})")
+        print(res.to_markdown())
+    return 0
+
+
+def _data(args) -> int:
+    from irat.data import provision
+
+    if args.data_command == "list":
+        print(provision.listing(args.data_dir))
+        return 0
+    found = provision.fetch(args.name, root=args.data_dir, apt=not args.no_apt)
+    print(f"{args.name}: {found}")
     return 0
 
 

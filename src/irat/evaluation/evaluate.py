@@ -1,7 +1,13 @@
 """``irat.evaluate``: accuracy of a model under a list of attacks, per sample, per class and in the
-worst case over attacks, with the sanity checks that catch gradient masking.
+worst case over attacks, with the sanity checks that catch gradient masking (METHODS.md §5.1).
 
-Every table states the number of images it was computed on (``EvalResult.n``).
+* A point misclassified when clean counts as non-robust under every attack.
+* Each attack name may carry its step size (``pgd-100:1/255``, ``cw-20:eps/4``) and its own image
+  count after ``@`` (``autoattack@1000``: the first 1000 images; the others run on all), so one
+  call evaluates the papers' protocols (MAIL: AutoAttack on the first 1000, PGD on all). The worst
+  case and the sanity checks use the images every attack ran on.
+
+Every table states the number of images it was computed on (``EvalResult.n``, ``images``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from torch import Tensor
 
 from irat import attacks as attack_lib
+from irat.attacks.build import clean
 from irat.evaluation.robust import correct_under
 from irat.evaluation.sanity import check_accuracies, check_eps_sweep
 from irat.runtime import keep_freed_memory
@@ -29,8 +36,10 @@ class EvalResult:
     """Accuracies as fractions.
 
     ``accuracy``: attack name → accuracy, plus ``worst-case`` (a point counts only if it
-    survives every attack, clean included). ``per_sample``: name → bool [N] (CPU).
+    survives every attack, clean included). ``per_sample``: name → bool [its images] (CPU).
     ``per_class``: name → list of per-class accuracies. ``eps_sweep``: ε → PGD-20 accuracy.
+    ``n``: the images evaluated; ``images``: name → the first how many of them it ran on (all
+    ``n`` unless the name says ``@N``; ``worst-case``: the fewest).
     """
 
     accuracy: dict[str, float]
@@ -42,10 +51,18 @@ class EvalResult:
     class_names: list[str] = field(default_factory=list)
     eps_sweep: dict[float, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    images: dict[str, int] = field(default_factory=dict)
+
+    def title(self) -> str:
+        """ "Accuracy (%) on N test images, …", naming the attacks that ran on fewer."""
+        fewer = {k: v for k, v in self.images.items() if v != self.n}
+        where = "".join(f"; {k}: the first {v}" for k, v in fewer.items())
+        return f"Accuracy (%) on {self.n} test images{where}, {self.norm} eps={self.eps:g}"
 
     def to_dict(self) -> dict:
         return {
             "n": self.n,
+            "images": self.images,
             "eps": self.eps,
             "norm": self.norm,
             "accuracy": self.accuracy,
@@ -58,7 +75,7 @@ class EvalResult:
     def to_markdown(self) -> str:
         names = list(self.accuracy)
         lines = [
-            f"Accuracy (%) on {self.n} test images, {self.norm} eps={self.eps:g}",
+            self.title(),
             "",
             "| " + " | ".join(names) + " |",
             "|" + "---|" * len(names),
@@ -89,6 +106,19 @@ class EvalResult:
         atomic_write_bytes(directory / f"{stem}_per_sample.pt", buf.getvalue())
 
 
+def split_images(name: str) -> tuple[str, int | None]:
+    """``"autoattack@1000"`` → ``("autoattack", 1000)``; ``"pgd-20"`` → ``("pgd-20", None)``.
+    ``ValueError`` when the count after ``@`` is not a positive integer."""
+    attack, sep, count = name.partition("@")
+    if not sep:
+        return name, None
+    if not count.strip().isdigit() or int(count) < 1:
+        raise ValueError(
+            f"{name!r}: the image count after '@' must be a positive integer (e.g. autoattack@1000)"
+        )
+    return attack, int(count)
+
+
 def evaluate(
     model: torch.nn.Module,
     split,
@@ -107,11 +137,12 @@ def evaluate(
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
     ``attacks``: names understood by ``irat.attacks.build`` ("clean", "fgsm", "pgd-20",
-    "cw-20", "autoattack", "apgd-ce", ...). ``limit``: the first N images. Attacks are seeded
-    with ``seed``. ``sanity``: run the checks of ``irat.evaluation.sanity`` (plus an ε sweep of
-    PGD-20) and print warnings to stderr. ``spec``: the ``DatasetSpec``, for class names.
-    ``step_size``: the step of PGD-k and CW-k (default ε/4); restarts are part of the name
-    (``pgd-20x5``).
+    "pgd-100:1/255", "cw-20", "autoattack", "apgd-ce", ...), each optionally with ``@N`` to run
+    it on the first N images only (``autoattack@1000``). ``limit``: the first N images for every
+    attack. Attacks are seeded with ``seed``. ``sanity``: run the checks of
+    ``irat.evaluation.sanity`` (plus an ε sweep of PGD-20) and print warnings to stderr.
+    ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
+    whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
@@ -128,29 +159,47 @@ def evaluate(
     with torch.inference_mode():
         n_cls = model.eval()(x[:1]).shape[1]
     model.train(was_training)
-    built = {name: attack_lib.build(name, eps=eps, norm=norm, step_size=step_size) for name in attacks}
+    built, images = {}, {}
+    for name in attacks:
+        attack, count = split_images(name)
+        built[name] = attack_lib.build(attack, eps=eps, norm=norm, step_size=step_size)
+        images[name] = min(count or n, n)
 
+    clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
     per_sample: dict[str, Tensor] = {}
     for name, attack in built.items():
+        k = images[name]
         torch.manual_seed(seed)
         per_sample[name] = correct_under(
-            model, x, y, attack, batch_size=batch_size, progress=progress, desc=name
+            model,
+            x[:k],
+            y[:k],
+            attack,
+            clean_correct=clean_ok[:k],
+            batch_size=batch_size,
+            progress=progress,
+            desc=name,
         ).cpu()
-    worst = torch.stack(list(per_sample.values())).all(0)
+    m = min(images.values())  # the images every attack ran on
+    worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
     accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
     accuracy["worst-case"] = worst.float().mean().item()
+    images["worst-case"] = m
     y_cpu = y.cpu()
-    per_class = {name: _per_class(c, y_cpu, n_cls) for name, c in per_sample.items()}
+    per_class = {name: _per_class(c, y_cpu[: len(c)], n_cls) for name, c in per_sample.items()}
 
     warnings, sweep = [], {}
     if sanity:
-        warnings += check_accuracies(accuracy, n)
+        common = {split_images(name)[0]: c[:m].float().mean().item() for name, c in per_sample.items()}
+        warnings += check_accuracies(common, m)
         m = min(n, EPS_SWEEP_IMAGES)
         if eps > 0:
             for f in EPS_SWEEP_FACTORS:
                 torch.manual_seed(seed)
                 sweep_attack = attack_lib.build("pgd-20", eps=eps * f, norm=norm)
-                c = correct_under(model, x[:m], y[:m], sweep_attack, batch_size=batch_size)
+                c = correct_under(
+                    model, x[:m], y[:m], sweep_attack, clean_correct=clean_ok[:m], batch_size=batch_size
+                )
                 sweep[eps * f] = c.float().mean().item()
             warnings += check_eps_sweep(sweep, m)
         for w in warnings:
@@ -165,6 +214,7 @@ def evaluate(
         class_names=list(spec.class_names) if spec is not None else [str(c) for c in range(n_cls)],
         eps_sweep=sweep,
         warnings=warnings,
+        images=images,
     )
 
 

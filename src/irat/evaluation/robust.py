@@ -1,9 +1,10 @@
 """Per-sample robust correctness of a model under one attack over a whole split.
 
-``correct_under(model, x, y, attack) -> bool [N]``: ``argmax f(A(x)) == y`` for every image, in
-batches, the model in eval mode; ``predictions_under`` gives the argmax itself. Naturally
-misclassified points count as non-robust because the attack's logits are taken at its output,
-which for a wrong point is still wrong or worse.
+``correct_under(model, x, y, attack) -> bool [N]``: ``argmax f(A(x)) == y and argmax f(x) == y``
+for every image, in batches, the model in eval mode; ``predictions_under`` gives the argmax
+itself. A point misclassified when clean counts as non-robust under every attack (METHODS.md
+§5.1), also when the attack's output happens to be classified correctly (a random start, or CW's
+clamped loss that stops pushing a point that is already wrong, can land there).
 
 Batching (the performance issue: evaluate at the largest batch that fits). On a GPU the default
 batch is the whole split; on the CPU it is ``CPU_BATCH`` = 500, the fastest measured for PGD-20
@@ -17,12 +18,23 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from irat.attacks.build import clean
 
-def correct_under(model: torch.nn.Module, x: Tensor, y: Tensor, attack, **batching) -> Tensor:
+
+def correct_under(
+    model: torch.nn.Module, x: Tensor, y: Tensor, attack, *, clean_correct: Tensor | None = None, **batching
+) -> Tensor:
     """``x`` [N, C, H, W] in [0, 1], ``y`` [N]; ``attack(model, x, y) -> AttackResult`` with
-    logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y``
-    (``batching``: its ``batch_size``, ``progress``, ``desc``)."""
-    return predictions_under(model, x, y, attack, **batching) == y
+    logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y`` and
+    correct when clean. ``clean_correct`` [N]: the clean correctness when the caller has it
+    (otherwise one clean forward computes it; not needed for the ``clean`` attack itself).
+    ``batching``: ``predictions_under``'s ``batch_size``, ``progress``, ``desc``."""
+    correct = predictions_under(model, x, y, attack, **batching) == y
+    if attack is clean:
+        return correct
+    if clean_correct is None:
+        clean_correct = predictions_under(model, x, y, clean, batch_size=batching.get("batch_size")) == y
+    return correct & clean_correct
 
 
 def predictions_under(

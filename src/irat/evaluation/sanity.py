@@ -4,7 +4,7 @@ caller prints them loudly.
 
 * robust accuracy above clean accuracy;
 * a stronger attack weaker than a weaker one (FGSM ≥ PGD ≥ AutoAttack, PGD-k non-increasing in
-  k, CW-k ≥ AutoAttack, single AutoAttack components ≥ the full cascade);
+  k at one step size, CW-k ≥ AutoAttack, single AutoAttack components ≥ the full cascade);
 * accuracy rising as ε grows, or not falling at all from the smallest to the largest ε of the
   sweep (at 4ε every undefended point should fall; a flat curve means the gradients are useless).
 """
@@ -15,14 +15,19 @@ from irat.attacks.build import ITERATIVE
 
 
 def _budget(name: str) -> tuple[int, int]:
-    """(steps K, restarts R) of ``pgd-K``, ``cw-K``, ``pgd-KxR``, ``cw-KxR``."""
-    _, k, r = ITERATIVE.fullmatch(name).groups()
+    """(steps K, restarts R) of ``pgd-K``, ``cw-K``, ``pgd-KxR``, ``cw-KxR`` (and with ``:STEP``)."""
+    _, k, r, _ = ITERATIVE.fullmatch(name).groups()
     return int(k), int(r or 1)
+
+
+def _step(name: str) -> str | None:
+    return ITERATIVE.fullmatch(name).group(4)
 
 
 def stronger_pairs(names: list[str]) -> list[tuple[str, str]]:
     """``(weaker, stronger)`` pairs among the evaluated attack names; within PGD and within CW,
-    every pair where the second has at least the first's steps and restarts."""
+    every pair written with the same step size where the second has at least the first's steps
+    and restarts (PGD-100 at 1/255 need not beat PGD-20 at ε/4)."""
     pairs = []
     families = [
         sorted((n for n in names if (m := ITERATIVE.fullmatch(n)) and m.group(1) == fam), key=_budget)
@@ -34,7 +39,7 @@ def stronger_pairs(names: list[str]) -> list[tuple[str, str]]:
             (a, b)
             for i, a in enumerate(fam)
             for b in fam[i + 1 :]
-            if all(x <= y for x, y in zip(_budget(a), _budget(b)))
+            if _step(a) == _step(b) and all(x <= y for x, y in zip(_budget(a), _budget(b)))
         ]
     if "fgsm" in names:
         pairs += [("fgsm", n) for n in pgds]

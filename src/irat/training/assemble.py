@@ -18,6 +18,7 @@ import torch
 
 from irat import attacks, methods, objectives, weighting
 from irat.config import Config, ConfigError
+from irat.training.schedules import first_drop
 from irat.training.step import StepParts
 from irat.types import Attack
 
@@ -39,18 +40,53 @@ SCHEME_BURN_IN = {
     "vir": methods.MAIL_BURN_IN,
     "lrat": 0.0,
 }
-"""Share of training with all-ones weights when a scheme is used outside its own recipe."""
+"""Burn-in of a scheme used outside its own recipe (``Recipe.burn_in``'s values)."""
 
 
 def burn_in_epochs(cfg: Config) -> int:
-    """``weighting.burn_in`` if set, else the paper's share of training (the recipe's, or the
-    scheme's when ``weighting.scheme`` overrides it) times the epochs of this run, rounded."""
+    """Epochs with all-ones weights: ``weighting.burn_in`` if set, else the recipe's rule (the
+    scheme's when ``weighting.scheme`` overrides it): until the first learning-rate drop of this
+    run's schedule (``schedules.first_drop``), or a share of ``train.epochs``, rounded.
+
+    A schedule without a drop (constant, or milestones past the end) gives a reweighting method no
+    start: ``ConfigError`` asking for ``weighting.burn_in``."""
     if cfg.weighting.burn_in is not None:
         return cfg.weighting.burn_in
+    scheme, rule = _burn_in_rule(cfg)
+    if rule != methods.FIRST_DROP:
+        return round(rule * cfg.train.epochs)
+    t = cfg.train
+    drop = first_drop(epochs=t.epochs, schedule=t.schedule, milestones=t.milestones, gamma=t.lr_decay)
+    if drop is None:
+        raise ConfigError(
+            f"{scheme} weights start at the first learning-rate drop, and this {t.schedule} schedule has "
+            f"none within {t.epochs} epochs; set --weighting.burn_in=N (epochs of all-ones weights, 0: "
+            "reweight from the start) or use a piecewise schedule with a milestone"
+        )
+    return drop
+
+
+def _burn_in_rule(cfg: Config) -> tuple[str, float | str]:
     recipe = methods.get(cfg.train.method)
     scheme = cfg.weighting.scheme or recipe.weighting
-    share = recipe.burn_in if scheme == recipe.weighting else SCHEME_BURN_IN[scheme]
-    return round(share * cfg.train.epochs)
+    return scheme, recipe.burn_in if scheme == recipe.weighting else SCHEME_BURN_IN[scheme]
+
+
+def describe_burn_in(cfg: Config) -> str | None:
+    """One line saying when the weights start and why (None for uniform weights); printed at the
+    start of a run."""
+    scheme, rule = _burn_in_rule(cfg)
+    if scheme == "uniform":
+        return None
+    n, t = burn_in_epochs(cfg), cfg.train
+    if cfg.weighting.burn_in is not None:
+        why = "weighting.burn_in"
+    elif rule == methods.FIRST_DROP:
+        why = f"the first learning-rate drop of this {t.schedule} schedule"
+    else:
+        why = f"{rule:.0%} of the epochs"
+    ones = f"epochs 0-{n - 1} use all-ones weights" if n > 0 else "no burn-in"
+    return f"{scheme} weights from epoch {n} of {t.epochs} (0-based; {ones}; {why})"
 
 
 def scheme_params(cfg: Config) -> tuple[str, dict]:

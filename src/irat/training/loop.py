@@ -26,9 +26,9 @@ from irat.config import Config, from_dict, resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
-from irat.runtime import keep_freed_memory, pick_device
+from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step
+from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -80,18 +80,23 @@ def train(
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    _resolve_burn_in(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
+    configure_cuda(device, deterministic=cfg.train.deterministic)
     model.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
     tc = cfg.train
+    channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
-    # what the steps and the validation call; checkpoints keep ``model``'s own keys
+    # what the steps call; checkpoints keep ``model``'s own keys. Validation runs the eager module:
+    # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
+    # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
@@ -103,7 +108,10 @@ def train(
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
+        files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
+        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+    if tc.progress and getattr(data, "location", None):
+        print(data.provenance(), file=sys.stderr)
 
     train_split = data.train.to(device)
     val_split = data.val.to(device)
@@ -136,7 +144,7 @@ def train(
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
-            if cfg.train.channels_last:
+            if channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
@@ -161,10 +169,10 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            row["val_robust_acc"] = (
-                correct_under(fast, val_split.x, val_split.y, val_attack).float().mean().item()
-            )
-            row["val_clean_acc"] = correct_under(fast, val_split.x, val_split.y, clean).float().mean().item()
+            clean_ok = correct_under(model, val_split.x, val_split.y, clean)
+            robust_ok = correct_under(model, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
+            row["val_robust_acc"] = robust_ok.float().mean().item()
+            row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
@@ -194,6 +202,14 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _resolve_burn_in(cfg: Config) -> None:
+    """Store the resolved burn-in in ``cfg`` (and so in the run's config) and say it once."""
+    line = describe_burn_in(cfg)
+    cfg.weighting.burn_in = burn_in_epochs(cfg)
+    if line is not None and cfg.train.progress:
+        print(f"irat: {line}", file=sys.stderr)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

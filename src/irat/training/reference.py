@@ -12,7 +12,8 @@ differs:
 * a PGD loop that calls ``loss.backward()`` on the model, so every attack step also computes the
   parameter gradients it never uses (irat: ``torch.autograd.grad`` on the input, parameters
   frozen);
-* the natural forward for the weights alone runs in eval mode without a graph, as irat's does.
+* the natural forward for the weights alone runs in train mode without a graph, as the TRADES
+  loss would run it, and the BatchNorm buffers are copied back afterwards, as irat's does.
 
 Scope: ℓ∞ PGD with the ``ce``, ``kl`` or ``cw`` loss, uniform or ``gauss_small`` start, and the κ
 path record (GAIRAT); LRAT/LSAT with PGD and CW variants, each variant attacked and forwarded on
@@ -153,14 +154,17 @@ def reference_step(
         loss=kw["loss"],
         record_path=kw["record_path"],
     )
-    logits_adv = model(x_adv)
-    logits_nat = model(x) if parts.needs_nat else None
-    nat_for_weights = logits_nat.detach() if logits_nat is not None else None
+    nat_for_weights = None
     if parts.stats_nat:
-        model.eval()
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
         with torch.no_grad():
             nat_for_weights = model(x)
-        model.train()
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    logits_adv = model(x_adv)
+    logits_nat = model(x) if parts.needs_nat else None
+    if logits_nat is not None:
+        nat_for_weights = logits_nat.detach()
     stats = SampleStats(
         idx=batch.idx,
         y=y,

@@ -3,9 +3,14 @@
     attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
     computed once) → weights → objective → backward → optimizer step.
 
-When only the weighting needs natural logits (MAIL with PM_nat, VIR on the AT objective), they are
-computed without a graph and with the model in eval mode, so that the extra forward neither
-costs a backward nor moves the BatchNorm statistics.
+BatchNorm modes (METHODS.md §1.1.4, "one mode per statistic"): the attack runs in eval mode; the
+objective's forwards run in train mode. A statistic of the weights compares two distributions in
+one mode: those read from the training forwards (PM_adv, PM_nat, VIR's p_y(x) and
+KL(p(x) ‖ p(x'))) in train mode, those of the attack's path (κ, PM_dif) in eval mode. When only
+the weighting needs natural logits (MAIL with PM_nat, VIR on the AT objective), they come from the
+train-mode forward the TRADES objective would run, without a graph and with BatchNorm's running
+statistics restored afterwards, so the extra forward neither costs a backward nor changes the
+model.
 
 Several adversarial variants per sample (LRAT/LSAT: ``x_adv`` [B, m, C, H, W]) are one forward
 of the B·m images, so their logits, statistics and weights come out shaped [B, m, ...] and the
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from irat.attacks.mode import eval_mode
+from irat.attacks.mode import kept_running_stats
 from irat.types import Attack, Batch, Objective, SampleStats
 
 
@@ -56,16 +61,18 @@ def train_step(
     """Update ``model`` on ``batch`` once; the model is in train mode on entry and exit (the
     attack switches to eval mode internally and restores it)."""
     adv = parts.attack(model, batch.x, batch.y) if parts.attack is not None else None
+    nat_for_weights = _stats_only(model, batch.x, parts)  # before the graphs save BatchNorm's buffers
     logits_adv = forward_variants(model, adv.x_adv, batch.x) if adv is not None else None
     logits_nat = model(batch.x) if parts.needs_nat else None
     stats = SampleStats(
         idx=batch.idx,
         y=batch.y,
         logits_adv=(logits_adv if logits_adv is not None else logits_nat).detach(),
-        logits_nat=logits_nat.detach() if logits_nat is not None else _stats_only(model, batch.x, parts),
+        logits_nat=logits_nat.detach() if logits_nat is not None else nat_for_weights,
         steps_to_flip=adv.steps_to_flip if adv is not None else None,
         epoch=epoch,
         logits_first_wrong=adv.logits_first_wrong if adv is not None else None,
+        logits_nat_eval=adv.logits_nat if adv is not None else None,
     )
     w = parts.weights(stats)
     loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
@@ -84,8 +91,10 @@ def forward_variants(model: torch.nn.Module, x_adv: Tensor, x: Tensor) -> Tensor
 
 
 def _stats_only(model: torch.nn.Module, x: Tensor, parts: StepParts) -> Tensor | None:
-    """Natural logits for the weighting alone: no graph, eval mode (BatchNorm untouched)."""
+    """Natural logits for the weighting alone: no graph, train mode like the adversarial forward,
+    BatchNorm's running statistics put back as they were (in place: so this runs before any
+    forward whose graph saves those buffers)."""
     if not parts.stats_nat:
         return None
-    with eval_mode(model), torch.no_grad():
+    with kept_running_stats(model), torch.no_grad():
         return model(x)

@@ -7,8 +7,8 @@ SampleStats) -> w [B]`` including the normalisation METHODS.md prescribes, and `
 | uniform | ones (uniform.py)                 | none               | y                                       |
 | gairat  | ½(1+tanh(λ(e) + 5(1−2κ/K)))       | normalize_to_batch | steps_to_flip, epoch                    |
 | wmmr    | exp(−α·PM)                        | normalize_to_batch | logits_adv (or logits_nat)              |
-| mail    | sigmoid(−γ(PM − β))               | normalize_to_batch | logits_adv / logits_nat / first-wrong   |
-|         |                                   | (or ×3: const3)    |                                         |
+| mail    | sigmoid(−γ(PM − β))               | normalize_to_batch | logits_adv / logits_nat / (first-wrong, |
+|         |                                   | (or ×3: const3)    | logits_nat_eval)                        |
 | vir     | α·exp(−γ·p_y(x))·KL(p(x)‖p(x'))+β | none               | logits_nat, logits_adv                  |
 | lrat    | α·clamp(1−t,0)^β per variant, or  | joint: all ω and c | logits_adv [B, m, n] (variants),        |
 |         | GAIRAT(κ); c = [C − Σ_j ω]_+      | over mean(c + Σω)  | steps_to_flip (GD)                      |
@@ -30,9 +30,13 @@ Parameters (defaults in brackets):
 
 ``needs`` answers a subset of {"nat", "kappa", "first_wrong"}: "nat" = natural logits
 (``SampleStats.logits_nat``), "kappa" = ``steps_to_flip`` from the PGD path (``record_path=True``),
-"first_wrong" = ``logits_first_wrong`` as well (PM_dif; ``record_path=True, first_wrong=True``,
-one more forward). A scheme raises ``ValueError`` naming the method option when a statistic
-it needs is None.
+"first_wrong" = ``logits_first_wrong`` and ``logits_nat_eval`` as well (PM_dif, both from the
+attack in eval mode; ``record_path=True, first_wrong=True``, one or two more forwards). A scheme
+raises ``ValueError`` naming the method option when a statistic it needs is None.
+
+BatchNorm mode: every statistic compares distributions of one mode. ``logits_adv`` and
+``logits_nat`` are train-mode (the training forwards; PM_adv, PM_nat, VIR's p_y(x) and S_d);
+``logits_first_wrong`` and ``logits_nat_eval`` are eval-mode (the attack's path; PM_dif).
 
 All schemes return detached float tensors [B] (lrat: [B, m + 1]).
 """
@@ -76,7 +80,10 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
 
 _NAT = "the natural logits (SampleStats.logits_nat; compute the natural forward)"
 _PATH_KAPPA = "steps_to_flip (κ: run the training PGD with record_path=True)"
-_PATH_FIRST = "logits_first_wrong (the first misclassified PGD iterate's logits; record_path=True)"
+_PATH_FIRST = (
+    "logits_first_wrong and logits_nat_eval (the first misclassified PGD iterate's logits and the clean x's, "
+    "from the attack in eval mode; record_path=True, first_wrong=True)"
+)
 
 
 def _build_uniform() -> tuple[Scheme, set[str]]:
@@ -134,12 +141,12 @@ def _build_mail(
         elif margin == "nat":
             pm = prob_margin_nat(_require(stats.logits_nat, _NAT, "mail with margin='nat'"), stats.y)
         else:
-            z_nat = _require(stats.logits_nat, _NAT, "mail with margin='dif'")
+            z_nat = _require(stats.logits_nat_eval, _PATH_FIRST, "mail with margin='dif'")
             z_wrong = _require(stats.logits_first_wrong, _PATH_FIRST, "mail with margin='dif'")
             pm = prob_margin_dif(z_nat, z_wrong, stats.y)
         return normalise(mail(pm, gamma, beta))
 
-    need = {"adv": set(), "nat": {"nat"}, "dif": {"nat", "first_wrong"}}[margin]
+    need = {"adv": set(), "nat": {"nat"}, "dif": {"first_wrong"}}[margin]
     return scheme, need
 
 
