@@ -41,7 +41,7 @@ from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.runtime import configure_cuda, keep_freed_memory
 from irat.training.assemble import build_step
-from irat.training.reference import reference_step, stock_copy
+from irat.training.reference import covers, reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -306,7 +306,7 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
     cfg = resolve_config(None, method=method, eps=args.eps, steps=args.steps, **{"weighting.burn_in": 0})
     generator = torch.Generator(device=device).manual_seed(0)
     parts = build_step(cfg, generator)
-    naive_ok = not args.no_naive and parts.attack is not None and parts.attack.keywords.get("tau") is None
+    naive_ok = not args.no_naive and covers(parts)  # no reference for FAT's early stop, LRAT's SAA
 
     base = irat.models.create(model_name, dataset=spec).to(device)
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)

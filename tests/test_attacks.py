@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from irat import attacks, losses
-from irat.attacks import L2, Linf, build, cw_attack, fgsm, pgd, threat
+from irat.attacks import L2, Linf, build, cw_attack, fgsm, pgd, saa, threat
 
 EPS = {"linf": 0.4, "l2": 1.5}
 
@@ -42,6 +42,10 @@ ATTACKS = [
         ),
     ),
     ("apgd-ce", "linf", lambda eps, g: build("apgd-ce", eps=eps, seed=int(g.initial_seed()))),
+    ("apgd-ce-20", "linf", lambda eps, g: build("apgd-ce-20", eps=eps, generator=g)),
+    ("apgd-dlr-20-l2", "l2", lambda eps, g: build("apgd-dlr-20", eps=eps, norm="l2", generator=g)),
+    ("saa", "linf", lambda eps, g: build("saa", eps=eps)),
+    ("saa-l2-train", "l2", lambda eps, g: functools.partial(saa, eps=eps, norm="l2")),
 ]
 IDS = [a[0] for a in ATTACKS]
 AA_POINTS = 12  # AutoAttack runs on a handful of points only
@@ -506,9 +510,14 @@ def test_names():
         "cw-K:STEP",
         "autoattack",
         "apgd-ce",
+        "apgd-dlr",
         "apgd-t",
         "fab-t",
         "square",
+        "apgd-ce-K",
+        "apgd-dlr-K",
+        "saa",
+        "saa-K",
     ]
 
 
@@ -527,7 +536,12 @@ def test_names():
         ("apgd-t", "autoattack", {"attacks": ["apgd-t"]}),
         ("fab-t", "autoattack", {"attacks": ["fab-t"]}),
         ("square", "autoattack", {"attacks": ["square"]}),
+        ("apgd-dlr", "autoattack", {"attacks": ["apgd-dlr"]}),
         ("apgd-ce+square", "autoattack", {"attacks": ["apgd-ce", "square"]}),
+        ("apgd-ce-100", "apgd", {"steps": 100, "loss": "ce", "start": "uniform", "keep": "fooled"}),
+        ("apgd-dlr-50", "apgd", {"steps": 50, "loss": "dlr", "start": "uniform", "keep": "fooled"}),
+        ("saa", "saa", {"steps": 20, "keep": "fooled"}),
+        ("saa-40", "saa", {"steps": 40, "keep": "fooled"}),
         ("apgd-t+fab-t+square", "autoattack", {"attacks": ["apgd-t", "fab-t", "square"]}),
     ],
 )
@@ -539,6 +553,8 @@ def test_build_parses_names(name, func, expected):
         assert {k: kw[k] for k in expected} == expected
         if func == "restarted_pgd":
             assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
+        if func in ("apgd", "saa"):
+            assert kw["eps"] == eps and kw["norm"] == norm
 
 
 @pytest.mark.parametrize(
@@ -617,7 +633,20 @@ def test_build_errors():
 
 
 @pytest.mark.parametrize(
-    "name", ["clean", "fgsm", "pgd-3", "pgd-3x2", "cw-3", "autoattack", "apgd-t", "fab-t", "square"]
+    "name",
+    [
+        "clean",
+        "fgsm",
+        "pgd-3",
+        "pgd-3x2",
+        "cw-3",
+        "autoattack",
+        "apgd-t",
+        "fab-t",
+        "square",
+        "saa-3",
+        "apgd-ce-3",
+    ],
 )
 def test_built_attacks_at_eps_zero_return_x_and_its_logits(name, trained):
     model, x, y = trained

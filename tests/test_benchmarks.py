@@ -35,16 +35,36 @@ def test_flops_of_an_fc1_at_step_match_the_hand_count():
     assert throughput.flops_per_image(model, batch, parts) == expected == 35_794_944
 
 
+def test_flops_of_an_fc1_lrat_step_are_the_passes_it_needs():
+    """LRAT = SAA + CW: one natural forward to pick the targets, 3 targets × (20 input gradients
+    + 1 forward) as one batched attack, CW-10, then one update on the 2 variants per image."""
+    throughput = _script("throughput")
+    fmnist = irat.data.registry.get("fashion-mnist").spec
+    model = irat.models.create("fc1", dataset=fmnist)
+    parts = build_step(
+        resolve_config(None, method="lrat", eps=0.1, steps=10), torch.Generator().manual_seed(0)
+    )
+    batch = Batch(torch.arange(32), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    fwd = 2 * (784 * 1024 + 1024 * 10)
+    param_grads = 2 * 1024 * 10 + 2 * 1024 * 10 + 2 * 784 * 1024
+    saa = fwd + 3 * (20 * (2 * fwd) + fwd)
+    cw = 10 * (2 * fwd)
+    expected = saa + cw + 2 * (fwd + param_grads)
+    assert throughput.flops_per_image(model, batch, parts) == expected
+
+
 def test_throughput_script_writes_every_field(capsys):
     throughput = _script("throughput")
     rows = throughput.main(
-        "--model fc1 --method at,gairat --data synthetic --images 64 --eval-images 32 --batch-size 32 "
+        "--model fc1 --method at,gairat,lrat --data synthetic --images 64 --eval-images 32 --batch-size 32 "
         "--steps 2 --repeats 1 --json".split()
     )
-    assert [r["method"] for r in rows] == ["at", "gairat"]
+    assert [r["method"] for r in rows] == ["at", "gairat", "lrat"]
     for r in rows:
-        for key in ("images_per_s", "naive_images_per_s", "speedup_vs_naive", "achieved_flops", "peak_flops"):
+        naive = ("naive_images_per_s", "speedup_vs_naive") if r["method"] != "lrat" else ()
+        for key in ("images_per_s", *naive, "achieved_flops", "peak_flops"):
             assert r[key] > 0, key
         parts = [r[k] for k in ("attack_forward_s", "attack_backward_s", "weights_s", "update_s")]
         assert all(p >= 0 for p in parts) and 0 < r["attack_fraction"] < 1
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one JSON line per configuration
+    assert rows[2]["naive_images_per_s"] is None  # SAA has no naive reference
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # one JSON line per configuration

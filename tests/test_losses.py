@@ -86,3 +86,27 @@ def test_soft_ce_with_one_hot_equals_ce():
     assert torch.allclose(
         losses.soft_ce(z, torch.nn.functional.one_hot(y, 3).float()), losses.ce(z, y), atol=1e-6
     )
+
+
+def test_dlr_t_reference_value_and_invariances():
+    """§7.1.8: logits (3, 1, 2, 0, −1), y = 0, t = 2 → −(3 − 2)/(3 − ½(1 + 0)) = −0.4."""
+    z = torch.tensor([[3.0, 1.0, 2.0, 0.0, -1.0]], dtype=torch.float64)
+    y, t = torch.tensor([0]), torch.tensor([2])
+    assert losses.dlr_t(z, y, t).item() == pytest.approx(-0.4, abs=1e-12)
+    assert losses.dlr_t(2.5 * z - 7.0, y, t).item() == pytest.approx(-0.4, abs=1e-12)  # a·z + b, a > 0
+    # z_y = z_t gives 0; a target above y gives a positive loss (the attack's goal)
+    assert losses.dlr_t(torch.tensor([[2.0, 1.0, 2.0, 0.0, -1.0]]), y, t).item() == 0.0
+    assert losses.dlr_t(z, torch.tensor([4]), torch.tensor([0])).item() == pytest.approx(4 / 2.5)
+
+
+def test_dlr_reference_values():
+    """−(z_y − max_{j≠y} z_j)/(z_π1 − z_π3): (3, 1, 2, 0, −1) → y = 0: −1/2; y = 1: (3 − 1)/2 = 1."""
+    z = torch.tensor([[3.0, 1.0, 2.0, 0.0, -1.0]] * 2, dtype=torch.float64)
+    assert losses.dlr(z, torch.tensor([0, 1])).tolist() == pytest.approx([-0.5, 1.0])
+
+
+def test_dlr_needs_enough_classes():
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        losses.dlr_t(torch.zeros(1, 3), torch.tensor([0]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        losses.dlr(torch.zeros(1, 2), torch.tensor([0]))

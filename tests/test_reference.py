@@ -21,7 +21,9 @@ from irat.training.reference import reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch
 
-COVERED = [m for m in methods.names() if m not in ("plain", "fat", "fat-trades")]
+# FAT's early stop and LRAT's SAA (APGD) have no reference; LRAT with PGD/CW variants has one
+SAA = [m for m in methods.names() if "saa" in methods.get(m).variants]
+COVERED = [m for m in methods.names() if m not in ("plain", "fat", "fat-trades", *SAA)]
 FMNIST = irat.data.registry.get("fashion-mnist").spec
 CIFAR = irat.data.registry.get("cifar10").spec
 
@@ -40,8 +42,16 @@ def _both(method, model_name, spec, *, channels_last=False, n=32, steps=3):
     plain = stock_copy(fast)
     batch = _batch(spec, n)
     kw = parts.attack.keywords
-    # the start irat's attack draws first from its generator (seed 7), handed to the reference
-    x_start = threat("linf", kw["eps"]).random_start(batch.x, kw["start"], torch.Generator().manual_seed(7))
+    # the start irat's attack draws first from its generator (seed 7), handed to the reference;
+    # LRAT's variants draw theirs one after the other from the same generator
+    g = torch.Generator().manual_seed(7)
+    if "attacks" in kw:
+        x_start = [
+            threat("linf", a.keywords["eps"]).random_start(batch.x, a.keywords["start"], g)
+            for a in kw["attacks"]
+        ]
+    else:
+        x_start = threat("linf", kw["eps"]).random_start(batch.x, kw["start"], g)
 
     fast_batch = batch
     if channels_last:

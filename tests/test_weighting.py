@@ -381,7 +381,7 @@ def test_burn_in_gives_exact_ones(name, params):
 def test_schemes_registry_keeps_uniform_and_offers_defaults():
     s = _stats()
     assert torch.equal(weighting.SCHEMES["uniform"](s), torch.ones(12))
-    assert set(weighting.SCHEMES) == {"uniform", "gairat", "wmmr", "mail", "vir"}
+    assert set(weighting.SCHEMES) == {"uniform", "gairat", "wmmr", "mail", "vir", "lrat"}
     assert torch.equal(weighting.SCHEMES["mail"](s), make("mail")(s))
     assert torch.equal(weighting.SCHEME_FUNCTIONS["wmmr"](alpha=2.0)(s), make("wmmr", alpha=2.0)(s))
 
@@ -411,8 +411,8 @@ def test_schemes_on_adversarial_logits_need_nothing_else(name, params):
 
 
 def test_make_rejects_unknown_names_parameters_and_options():
-    with pytest.raises(ValueError, match="unknown weighting scheme 'lrat'"):
-        make("lrat")
+    with pytest.raises(ValueError, match="unknown weighting scheme 'no-such-scheme'"):
+        make("no-such-scheme")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['slope'\]"):
         make("mail", slope=3.0)
     with pytest.raises(ValueError, match="mail margin"):

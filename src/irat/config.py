@@ -41,30 +41,33 @@ class AttackConfig:
     norm: str = "linf"  # linf | l2
     eps: float = 0.1  # radius in [0,1] pixel units (BiLAW's Fashion-MNIST setting: 0.1)
     steps: int = 10  # PGD iterations K
-    step_size: float | None = None  # None: eps/4 (BiLAW); the papers' CIFAR value is 2/255
+    step_size: float | None = None  # None: eps/4 (BiLAW), eps/10 (LRAT); the papers' CIFAR value is 2/255
     start: str | None = None  # uniform | gauss_small | none; None: the method's default
+    variants: list[str] | None = None  # LRAT/LSAT: one variant per attack (pgd|cw|saa|gd); None: the method's
 
 
 @dataclass
 class WeightingConfig:
     """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
 
-    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any works with any objective)
+    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any with any objective) | lrat
     burn_in: int | None = None  # epochs with all-ones weights; None: the method's rule (MAIL, VIR,
-    # WMMR, GAIRAT: until the first lr drop of train.schedule); a run stores the resolved number
-    alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score)
+    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT: none); a run stores the number
+    alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score); LRAT α
     gamma: float | None = None  # MAIL slope γ; VIR γ
-    beta: float | None = None  # MAIL bias β; VIR floor β
+    beta: float | None = None  # MAIL bias β; VIR floor β; LRAT exponent β
     margin: str | None = None  # MAIL: adv | nat | dif; WMMR: adv | nat
-    lam: float | None = None  # GAIRAT λ
+    lam: float | None = None  # GAIRAT λ (also LRAT's GD variant)
     lam_schedule: str | None = None  # GAIRAT: fixed | linear | piecewise
     normalize: str | None = None  # MAIL: batch (mean-one weights) | const3 (the MAIL code's 3·w)
+    c: float | None = None  # LRAT C > 0: the data term's coefficient is [C − Σ_j ω_j]_+
 
 
 @dataclass
 class TrainConfig:
     method: str = "at"  # a name from `irat.methods.names()`
     objective: str | None = None  # override the method's objective (natural | at | trades | mart)
+    data_term: str | None = None  # LRAT x*: natural|pgd|cw|saa|same; None: saa if simulated, else same
     trade_off: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
     epochs: int = 30
     batch_size: int = 128
@@ -262,9 +265,10 @@ def validate(cfg: Config) -> None:
                 f"§1.1.5: instance weights need fp32); method {cfg.train.method!r} uses objective "
                 f"{objective!r} with {scheme!r} weights. Use --train.precision=fp32."
             )
+    _validate_variants(cfg)
     w = cfg.weighting
     for name, value, choices in [
-        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir"]),
+        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir", "lrat"]),
         ("weighting.margin", w.margin, ["adv", "nat", "dif"]),
         ("weighting.lam_schedule", w.lam_schedule, ["fixed", "linear", "piecewise"]),
         ("weighting.normalize", w.normalize, ["batch", "const3"]),
@@ -282,6 +286,7 @@ def validate(cfg: Config) -> None:
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
+        ("weighting.c", cfg.weighting.c is None or cfg.weighting.c > 0, "must be > 0 (LRAT's C)"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
         ("train.lr_decay", all(f > 0 for f in _as_list(cfg.train.lr_decay)), "must be > 0"),
         (
@@ -312,6 +317,45 @@ def validate(cfg: Config) -> None:
 
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def _validate_variants(cfg: Config) -> None:
+    """LRAT/LSAT's options: ``attack.variants``, ``train.data_term``, and that the lrat objective,
+    the lrat scheme and the variants come together."""
+    from irat import methods
+
+    family = ", ".join(n for n in methods.names() if methods.get(n).variants)
+    variant_options = [("attack.variants", cfg.attack.variants), ("train.data_term", cfg.train.data_term)]
+    overrides = [("train.objective", cfg.train.objective), ("weighting.scheme", cfg.weighting.scheme)]
+    if not methods.get(cfg.train.method).variants:
+        for name, value in variant_options:
+            if value is not None:
+                raise ConfigError(
+                    f"{name} applies to the methods that train on several attack variants ({family}); "
+                    f"{cfg.train.method!r} has one training attack"
+                )
+        for name, value in overrides:
+            if value == "lrat":
+                raise ConfigError(f"{name}=lrat needs several attack variants: use one of {family}")
+        return
+    for name, value in overrides:
+        if value not in (None, "lrat"):
+            raise ConfigError(
+                f"{name}={value!r} does not apply to {cfg.train.method!r}: the LRAT/LSAT methods use the "
+                "lrat objective and weights over their variants (tune them with weighting.alpha, "
+                "weighting.beta, weighting.c, train.data_term)"
+            )
+    chosen = cfg.attack.variants
+    if chosen is not None:
+        for v in chosen:
+            _choice("attack.variants", v, list(methods.VARIANTS))
+        if not chosen or len(set(chosen)) != len(chosen) or {"pgd", "gd"} <= set(chosen):
+            raise ConfigError(
+                f"attack.variants={chosen} must list distinct attacks, at least one, and not both pgd "
+                "and gd (gd is the PGD variant with GAIRAT's weight)"
+            )
+    if cfg.train.data_term is not None:
+        _choice("train.data_term", cfg.train.data_term, list(methods.DATA_TERMS))
 
 
 def _value(cfg: Config, dotted: str):

@@ -61,6 +61,29 @@ def cw(z: Tensor, y: Tensor, kappa: float = 50.0) -> Tensor:
     return -(margin(z, y) + kappa).clamp(min=0)
 
 
+def dlr(z: Tensor, y: Tensor) -> Tensor:
+    """Untargeted DLR loss (APGD-DLR, Croce & Hein 2020) ``−(z_y − max_{j≠y} z_j) / (z_π1 − z_π3 + 1e-12)``,
+    π sorting the logits in decreasing order; attacks maximise it. Needs ``n ≥ 3`` classes."""
+    _need_classes(z, 3, "dlr")
+    top = z.topk(3, dim=1).values
+    return -margin(z, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_t(z: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    """Targeted DLR loss towards class ``t`` [B] (APGD-T, LRAT's SAA):
+    ``−(z_y − z_t) / (z_π1 − ½(z_π3 + z_π4) + 1e-12)``; attacks maximise it (the leading minus is
+    the one the LRAT text drops, METHODS.md §2). Invariant to ``z → a·z + b`` (a > 0); 0 when
+    ``z_y = z_t``. Needs ``n ≥ 4`` classes."""
+    _need_classes(z, 4, "dlr_t")
+    top = z.topk(4, dim=1).values
+    return -(true_value(z, y) - true_value(z, t)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def _need_classes(z: Tensor, n: int, name: str) -> None:
+    if z.shape[1] < n:
+        raise ValueError(f"the {name} loss needs at least {n} classes, the logits have {z.shape[1]}")
+
+
 def bce(z_adv: Tensor, y: Tensor) -> Tensor:
     """MART's boosted CE ``−log p_y(x') − log(1.0001 − max_{k≠y} p_k(x'))`` (constants from the
     MART/MAIL code)."""

@@ -23,7 +23,10 @@ class Recipe:
     first learning-rate drop of the run's schedule, as MAIL, VIR, WMMR and GAIRAT do), or a share
     of training (0.1 = "the first 10 of 100 epochs", rounded to whole epochs); ``weighting.burn_in``
     overrides it with a number of epochs (``irat.training.assemble.burn_in_epochs``). ``early_stop``: FAT's
-    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``paper``: the source.
+    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``step``: the training attack's
+    step as a fraction of ε when ``attack.step_size`` is unset. ``variants``: LRAT/LSAT's attacks,
+    one adversarial variant per instance each (``VARIANTS``; empty: one training attack).
+    ``paper``: the source.
     """
 
     name: str
@@ -35,6 +38,8 @@ class Recipe:
     params: dict = field(default_factory=dict)
     burn_in: float | str = 0.0
     early_stop: bool = False
+    step: float = 0.25
+    variants: tuple[str, ...] = ()
     paper: str = ""
 
 
@@ -48,6 +53,29 @@ MAIL_BURN_IN = FIRST_DROP
 
 GAIRAT_BURN_IN = FIRST_DROP
 """GAIRAT's code reweights from its first lr drop, 1-based epoch 60 of 120 (§4.6)."""
+
+
+VARIANTS = ("pgd", "cw", "saa", "gd")
+"""LRAT's attacks (METHODS.md §4.10): ``pgd`` (CE, uniform start), ``cw`` (CW-k, κ = 50), ``saa``
+(targeted APGD-DLR, ``irat.attacks.saa``), ``gd`` (the PGD variant weighted by GAIRAT's κ, the
+Table 2 ablations)."""
+
+DATA_TERMS = ("natural", "pgd", "cw", "saa", "same")
+"""LRAT's data term x*: the natural input, the variant of that attack (run for the data term alone
+when the method does not simulate it) or ``same``: the method's first variant."""
+
+LRAT_STEP = 0.1
+"""LRAT's training step for its PGD and CW variants, ε/10 as printed (DECISION #11)."""
+
+LRAT = {"alpha": 2.0, "beta": 0.5, "c": 0.1}
+LSAT = {"alpha": 1.0, "beta": 0.0, "c": 0.1}
+"""LRAT's defaults (§4.10) and LSAT as LRAT with ω ≡ 1 (1·x⁰) and C < 1, so c = 0."""
+
+
+def default_data_term(variants) -> str:
+    """§4.10 DECISION #13: the SAA variant if SAA is simulated, otherwise the method's first
+    variant (``same``)."""
+    return "saa" if "saa" in variants else "same"
 
 
 FAT_NOISE = 0.001
@@ -125,6 +153,29 @@ RECIPES: dict[str, Recipe] = {
             for base, alpha, gamma, beta, trade_off in [
                 ("at", 7.0, 10.0, 0.007, None),
                 ("trades", 8.0, 3.0, 1.6, 5.0),
+            ]
+        ],
+        *[
+            Recipe(
+                name,
+                "lrat",
+                None,
+                "uniform",
+                weighting="lrat",
+                params=dict(params),
+                step=LRAT_STEP,
+                variants=variants,
+                paper=f"LRAT (seed 001), {label} (§4.10)",
+            )
+            for name, variants, params, label in [
+                ("lsat-cw", ("cw",), LSAT, "LSAT-CW"),
+                ("lsat-saa", ("saa",), LSAT, "LSAT-SAA"),
+                ("lrat-cw", ("cw",), LRAT, "LRAT-CW"),
+                ("lrat-saa", ("saa",), LRAT, "LRAT-SAA"),
+                ("lrat", ("saa", "cw"), LRAT, "LRAT-SAA+CW"),
+                ("lrat-gd-cw", ("cw", "gd"), LRAT, "Table 2 ablation GD+CW"),
+                ("lrat-gd-saa", ("saa", "gd"), LRAT, "Table 2 ablation GD+SAA"),
+                ("lrat-saa-cw-gd", ("saa", "cw", "gd"), LRAT, "Table 2 ablation SAA+CW+GD"),
             ]
         ],
     ]

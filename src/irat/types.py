@@ -32,11 +32,14 @@ class Batch:
 class AttackResult:
     """What an attack returns.
 
-    ``x_adv`` [B, C, H, W]: adversarial examples inside the threat model and [0, 1].
+    ``x_adv`` [B, C, H, W]: adversarial examples inside the threat model and [0, 1]; or
+        [B, m, C, H, W] for an attack that gives each sample m variants (LRAT,
+        ``irat.attacks.variants``; variant j of sample i at ``[i, j]``).
     ``logits_adv`` [B, n] or None: logits of ``x_adv`` from the attack's final forward (eval mode,
         no graph); None when the caller asked the attack to skip that forward.
     ``steps_to_flip`` [B] long or None: GAIRAT's κ, the number of correctly classified iterates
-        among x^(0..K-1) (METHODS.md §3.1); only with ``record_path=True``.
+        among x^(0..K-1) (METHODS.md §3.1); only with ``record_path=True`` (for variants: κ of
+        the one PGD variant that records it, LRAT's GD).
     ``first_wrong`` [B] long or None: the smallest k in 0..K whose iterate x^(k) is misclassified
         (K if none); ``x_first_wrong`` [B, C, H, W] that iterate (x^(K) when never wrong) and
         ``logits_first_wrong`` [B, n] its logits from the attack's own forward (MAIL's PM_dif).
@@ -58,7 +61,8 @@ class SampleStats:
     """Per-sample statistics of one training step, computed once from logits that already exist
     and shared by the weighting scheme, the objective and the recorder. All tensors are detached.
 
-    ``idx``, ``y`` [B]; ``logits_adv`` [B, n] (the training forward, train mode);
+    ``idx``, ``y`` [B]; ``logits_adv`` [B, n] (the training forward, train mode), or [B, m, n]
+    for m adversarial variants per sample (LRAT, one forward of the B·m images);
     ``logits_nat`` [B, n] or None when the method needs no natural forward (train mode as well);
     ``steps_to_flip`` [B] or None; ``epoch`` 0-based; ``logits_first_wrong`` [B, n] and
     ``logits_nat_eval`` [B, n] or None: the first misclassified PGD iterate's logits and the clean
@@ -83,7 +87,8 @@ class Attack(Protocol):
 
 
 class Objective(Protocol):
-    """``objective(logits_nat, logits_adv, y, w) -> (loss scalar, per-sample loss [B])``."""
+    """``objective(logits_nat, logits_adv, y, w) -> (loss scalar, per-sample loss [B])``; with m
+    variants ``logits_adv`` is [B, m, n] and ``w`` [B, m + 1] (``irat.objectives.lrat``)."""
 
     def __call__(
         self, logits_nat: Tensor | None, logits_adv: Tensor, y: Tensor, w: Tensor

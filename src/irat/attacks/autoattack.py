@@ -4,7 +4,9 @@
   9 targets × 100 iterations) → FAB-T (9 targets) → Square (5000 queries, p_init 0.8), each run
   only on the points still robust; the robust accuracy is the fraction surviving all four.
 * a single component (``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``) runs with exactly the
-  settings it has inside the standard cascade.
+  settings it has inside the standard cascade; ``apgd-dlr`` (untargeted APGD on the DLR loss,
+  100 iterations, 1 restart: the package's standard APGD with its loss switched, as in its
+  ``plus`` and ``rand`` versions) is offered too, outside the standard cascade.
 
 The number of target classes is capped at ``n_cls − 1`` (the package indexes the ``k``-th
 largest logit). The model runs in ``eval()`` mode and its parameters are frozen during the call
@@ -28,7 +30,8 @@ from torch import Tensor, nn
 from irat.attacks.mode import eval_mode, frozen_parameters
 from irat.types import AttackResult
 
-COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 _NORMS = {"linf": "Linf", "l2": "L2"}
 _MAX_TARGETS = 9
 
@@ -87,7 +90,9 @@ def autoattack(
         if eps == 0 or len(y) == 0:
             with torch.no_grad():
                 return AttackResult(x_adv=x.clone(), logits_adv=model(x))
-        to_run = list(COMPONENTS) if attacks is None else list(attacks)
+        to_run = list(STANDARD) if attacks is None else list(attacks)
+        if n_cls < 3 and "apgd-dlr" in to_run:
+            raise ValueError(f"apgd-dlr (DLR loss) needs at least 3 classes, the model has {n_cls}")
         if n_cls < 4 and "apgd-t" in to_run:
             if attacks is not None:
                 raise ValueError(f"apgd-t (targeted DLR) needs at least 4 classes, the model has {n_cls}")

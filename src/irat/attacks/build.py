@@ -14,9 +14,14 @@ Names:
   ``pgd-20:eps/4``, ``cw-20:0.003`` (MAIL code), ``pgd-10:2*eps/10``. A step is a number, a
   fraction ``a/b``, or ε written ``eps`` times or divided by a number (``eps/4``, ``0.25*eps``),
   parsed without ``eval`` (``parse_step``);
-* ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-t``, ``fab-t``,
-  ``square``: one AutoAttack component with its standard settings; a ``+``-joined list of them
-  (``apgd-ce+square``) runs that custom cascade.
+* ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
+  ``fab-t``, ``square``: one component of the official AutoAttack code with its standard settings;
+  a ``+``-joined list of them (``apgd-ce+square``) runs that custom cascade.
+* irat's own APGD (``irat.attacks.apgd``, METHODS.md §3.4), names with an iteration count:
+  ``apgd-ce-K``, ``apgd-dlr-K`` (untargeted, uniform start, K iterations, one run); ``saa``
+  (LRAT's SAA: targeted APGD-DLR on the 3 highest wrong classes, 20 iterations each) and
+  ``saa-K`` (K iterations each). In evaluation they count a point as broken when any iterate
+  misclassified it (``keep="fooled"``). APGD chooses its own step sizes: no ``:STEP``.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -28,10 +33,13 @@ import re
 import torch
 from torch import Tensor, nn
 
+from irat.attacks.apgd import apgd
 from irat.attacks.autoattack import COMPONENTS, autoattack
 from irat.attacks.fgsm import fgsm
 from irat.attacks.mode import eval_mode
 from irat.attacks.pgd import pgd
+from irat.attacks.saa import STEPS as SAA_STEPS
+from irat.attacks.saa import saa
 from irat.attacks.threat import threat
 from irat.types import Attack, AttackResult
 
@@ -39,13 +47,27 @@ ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
 """``pgd-K``, ``cw-K``, with ``xR`` restarts and ``:STEP`` (groups: kind, K, R, step)."""
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
 _STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
+OWN_APGD = re.compile(r"(apgd-ce|apgd-dlr|saa)-(\d+)")
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}
 
 
 def names() -> list[str]:
     """The attack names ``build`` understands (K: the number of iterations, e.g. ``pgd-20``)."""
-    return ["clean", "fgsm", "pgd-K", "pgd-K:STEP", "cw-K", "cw-K:STEP", "autoattack", *COMPONENTS]
+    return [
+        "clean",
+        "fgsm",
+        "pgd-K",
+        "pgd-K:STEP",
+        "cw-K",
+        "cw-K:STEP",
+        "autoattack",
+        *COMPONENTS,
+        "apgd-ce-K",
+        "apgd-dlr-K",
+        "saa",
+        "saa-K",
+    ]
 
 
 def parse_step(text: str, eps: float) -> float:
@@ -134,6 +156,21 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
             loss="ce" if kind == "pgd" else "cw",
             start=kw.get("start", "uniform"),
             kappa=kw.get("kappa", 50.0),
+        )
+    m = OWN_APGD.fullmatch(key)
+    if m is not None or key == "saa":
+        kind, steps = ("saa", SAA_STEPS) if m is None else (m.group(1), int(m.group(2)))
+        if kind == "saa":
+            return functools.partial(saa, eps=eps, steps=steps, norm=norm, keep="fooled")
+        return functools.partial(
+            apgd,
+            eps=eps,
+            steps=steps,
+            norm=norm,
+            loss=kind.removeprefix("apgd-"),
+            start="uniform",
+            keep="fooled",
+            generator=kw.get("generator"),
         )
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":

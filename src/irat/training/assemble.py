@@ -4,12 +4,15 @@
 the ``weighting.*`` and ``train.objective`` overrides and the epoch (burn-in, FAT's budget) into the
 ``StepParts`` that ``irat.training.step.train_step`` runs: the training attack, the weighting
 scheme with its burn-in, and the objective. Any weighting scheme combines with any objective.
-New method families add their parts here, not in the epoch loop.
+New method families add their parts here, not in the epoch loop: LRAT/LSAT (``Recipe.variants``)
+assemble m attacks stacked per sample (``irat.attacks.variants``), the lrat weights [B, m + 1]
+and the lrat objective (``variant_plan``, ``_variant_step``).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -17,6 +20,7 @@ from irat import attacks, methods, objectives, weighting
 from irat.config import Config, ConfigError
 from irat.training.schedules import first_drop
 from irat.training.step import StepParts
+from irat.types import Attack
 
 SCHEME_OPTIONS = {
     "uniform": {},
@@ -24,6 +28,7 @@ SCHEME_OPTIONS = {
     "wmmr": {"alpha": "alpha", "margin": "margin_on"},
     "mail": {"gamma": "gamma", "beta": "beta", "margin": "margin", "normalize": "norm"},
     "vir": {"alpha": "alpha", "gamma": "gamma", "beta": "beta"},
+    "lrat": {"alpha": "alpha", "beta": "beta", "c": "c", "lam": "lam"},
 }
 """Per scheme: ``weighting.<option>`` of the config → the parameter of ``irat.weighting.make``."""
 
@@ -33,6 +38,7 @@ SCHEME_BURN_IN = {
     "wmmr": methods.MAIL_BURN_IN,
     "mail": methods.MAIL_BURN_IN,
     "vir": methods.MAIL_BURN_IN,
+    "lrat": 0.0,
 }
 """Burn-in of a scheme used outside its own recipe (``Recipe.burn_in``'s values)."""
 
@@ -101,13 +107,88 @@ def scheme_params(cfg: Config) -> tuple[str, dict]:
     params = {options[k]: v for k, v in chosen.items()}
     if name == "gairat":
         params.update(num_steps=cfg.attack.steps, epochs=cfg.train.epochs, start=burn_in_epochs(cfg))
+    if name == "lrat":
+        params.update(rules=variant_plan(cfg).rules, num_steps=cfg.attack.steps)
     return name, params
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """LRAT/LSAT's columns (METHODS.md §4.10): ``attacks`` the attack of each variant column
+    (``methods.VARIANTS``), ``rules`` its weight (``lrat``: α(1 − t)^β, ``gd``: GAIRAT's, ``none``:
+    a column run for the data term alone), ``data_term`` the column of x* (None: natural x)."""
+
+    attacks: tuple[str, ...]
+    rules: tuple[str, ...]
+    data_term: int | None
+
+
+def variant_plan(cfg: Config) -> VariantPlan:
+    """The variant columns of an LRAT/LSAT config: the method's variants (or ``attack.variants``),
+    plus one column when the data term names an attack the method does not simulate."""
+    variants = tuple(cfg.attack.variants or methods.get(cfg.train.method).variants)
+    choice = cfg.train.data_term or methods.default_data_term(variants)
+    rules = tuple("gd" if v == "gd" else "lrat" for v in variants)
+    if choice == "natural":
+        return VariantPlan(variants, rules, None)
+    if choice == "same":
+        return VariantPlan(variants, rules, 0)
+    same_attack = [j for j, v in enumerate(variants) if v == choice or (choice, v) == ("pgd", "gd")]
+    if same_attack:
+        return VariantPlan(variants, rules, same_attack[0])
+    return VariantPlan((*variants, choice), (*rules, "none"), len(variants))
+
+
+def _variant_attack(name: str, cfg: Config, generator: torch.Generator | None) -> Attack:
+    """One LRAT variant's training attack: SAA (3 targets × 20 APGD iterations, no start), or PGD
+    on CE (``pgd``; ``gd`` also records κ) or on the CW loss (``cw``, κ_cw = 50), K = attack.steps,
+    step ε/10 unless attack.step_size is set (§3.2)."""
+    a, recipe = cfg.attack, methods.get(cfg.train.method)
+    if name == "saa":
+        return functools.partial(attacks.saa, eps=a.eps, norm=a.norm)
+    return functools.partial(
+        attacks.pgd,
+        eps=a.eps,
+        steps=a.steps,
+        step_size=a.step_size if a.step_size is not None else a.eps * recipe.step,
+        norm=a.norm,
+        loss="cw" if name == "cw" else "ce",
+        start=a.start or recipe.start,
+        record_path=name == "gd",
+        first_wrong=False,
+        final_logits=False,
+        generator=generator,
+    )
+
+
+def _variant_step(cfg: Config, generator: torch.Generator | None) -> StepParts:
+    """LRAT/LSAT: the variants' attacks, the lrat weights (ω ≡ 1 on every simulated variant during
+    a burn-in, if one is asked for) and the lrat objective with its data term."""
+    plan = variant_plan(cfg)
+    _, params = scheme_params(cfg)
+    uniform = [r if r == "none" else "lrat" for r in plan.rules]
+    try:
+        scheme = weighting.make("lrat", **params)
+        during = weighting.make("lrat", **{**params, "alpha": 1.0, "beta": 0.0, "rules": uniform})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return StepParts(
+        attack=functools.partial(
+            attacks.variants, attacks=[_variant_attack(v, cfg, generator) for v in plan.attacks]
+        ),
+        needs_nat=plan.data_term is None,
+        stats_nat=False,
+        weights=weighting.with_burn_in(scheme, burn_in_epochs(cfg), during),
+        objective=functools.partial(objectives.lrat, data_term=plan.data_term),
+    )
 
 
 def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int = 0) -> StepParts:
     """Assemble attack, weighting and objective for ``epoch`` from the recipe named in
     ``cfg.train.method`` and the config's overrides (any scheme with any objective)."""
     recipe = methods.get(cfg.train.method)
+    if recipe.variants:
+        return _variant_step(cfg, generator)
     objective_name = cfg.train.objective or recipe.objective
     objective = objectives.OBJECTIVES[objective_name]
     trade_off = cfg.train.trade_off if cfg.train.trade_off is not None else recipe.trade_off
@@ -131,7 +212,7 @@ def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int
             attacks.pgd,
             eps=a.eps,
             steps=a.steps,
-            step_size=a.step_size if a.step_size is not None else a.eps / 4,
+            step_size=a.step_size if a.step_size is not None else a.eps * recipe.step,
             norm=a.norm,
             loss=attack_loss,
             start=a.start or recipe.start,

@@ -29,7 +29,7 @@ from irat.losses import ce, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint
 from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
-from irat.training.records import InstanceRecorder
+from irat.training.records import InstanceRecorder, instance_weight, worst_variant
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
 from irat.training.step import train_step
@@ -149,14 +149,17 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
             s = step.stats
+            z = worst_variant(s.logits_adv, s.y)
+            weight, data_coef = instance_weight(step.weights)
             recorder.log(
                 batch.idx,
-                weight=step.weights,
-                loss=ce(s.logits_adv, s.y),
-                p_true=true_value(s.logits_adv.softmax(1), s.y),
+                weight=weight,
+                data_coef=data_coef,
+                loss=ce(z, s.y),
+                p_true=true_value(z.softmax(1), s.y),
                 steps_to_flip=s.steps_to_flip,
             )
-            sums += torch.stack([step.loss * len(batch), (s.logits_adv.argmax(1) == s.y).sum().float()])
+            sums += torch.stack([step.loss * len(batch), (z.argmax(1) == s.y).sum().float()])
         (loss_sum, correct), count = sums.tolist(), len(train_split)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(

@@ -1,5 +1,9 @@
 """Per-instance record: for every training image and epoch, its weight, adversarial loss,
-true-class probability at x' and ``steps_to_flip`` (−1 when the attack did not record it).
+true-class probability at x' and ``steps_to_flip`` (−1 when the attack did not record it); for
+LRAT/LSAT (m variants per instance) the weight is the sum of the variants' normalised weights,
+``data_coef`` the data term's coefficient c, and loss, p_true and the training accuracy are taken
+at the instance's most adversarial variant (``worst_variant``). ``data_coef`` is NaN for the
+other methods and is not required when records are read back.
 
 Values accumulate on the device in tensors indexed by dataset index (no host sync in the step)
 and are written once per epoch as ``records/epoch_XXX.npz`` (compressed float32/int16 arrays
@@ -15,9 +19,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from irat.losses import pm
 from irat.training.checkpoint import atomic_write_bytes
 
 FIELDS = ("weight", "loss", "p_true", "steps_to_flip")
+EXTRA_FIELDS = ("data_coef",)
+
+
+def worst_variant(logits: Tensor, y: Tensor) -> Tensor:
+    """Logits [B, n] as they are; for m variants [B, m, n], per sample the variant with the
+    smallest probabilistic margin p_y − max_{k≠y} p_k (misclassified whenever any variant is)."""
+    if logits.dim() == 2:
+        return logits
+    b, m, n = logits.shape
+    t = pm(logits.reshape(b * m, n), y[:, None].expand(b, m).reshape(-1)).view(b, m)
+    return logits[torch.arange(b, device=y.device), t.argmin(1)]
+
+
+def instance_weight(w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(weight [B], data-term coefficient [B] or None) of the step's weights: ``w`` [B] itself, or
+    for LRAT's [B, m + 1] the sum of the m variants' weights and column m."""
+    if w.dim() == 1:
+        return w, None
+    return w[:, :-1].sum(1), w[:, -1]
 
 
 class InstanceRecorder:
@@ -28,7 +52,7 @@ class InstanceRecorder:
         self.idx = idx
         self.y = y
         size = int(idx.max()) + 1 if len(idx) else 0
-        self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS}
+        self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS + EXTRA_FIELDS}
 
     def log(self, idx: Tensor, **values: Tensor | None) -> None:
         """Store detached per-sample values [B] at dataset indices ``idx`` [B]."""
@@ -38,7 +62,7 @@ class InstanceRecorder:
 
     def save(self, path: str | Path, epoch: int) -> None:
         """Write this epoch's arrays, aligned with ``idx``, then reset them to NaN."""
-        arrays = {f: self.values[f][self.idx].cpu().numpy() for f in FIELDS}
+        arrays = {f: self.values[f][self.idx].cpu().numpy() for f in FIELDS + EXTRA_FIELDS}
         stf = arrays["steps_to_flip"]
         arrays["steps_to_flip"] = np.where(np.isnan(stf), -1, stf).astype(np.int16)
         buf = io.BytesIO()

@@ -15,8 +15,10 @@ differs:
 * the natural forward for the weights alone runs in train mode without a graph, as the TRADES
   loss would run it, and the BatchNorm buffers are copied back afterwards, as irat's does.
 
-Scope: ℓ∞ PGD with the ``ce`` or ``kl`` loss, uniform or ``gauss_small`` start, and the κ path
-record (GAIRAT). FAT's early-stopped attack and MAIL's first-wrong margin have no reference here.
+Scope: ℓ∞ PGD with the ``ce``, ``kl`` or ``cw`` loss, uniform or ``gauss_small`` start, and the κ
+path record (GAIRAT); LRAT/LSAT with PGD and CW variants, each variant attacked and forwarded on
+its own as Algorithm 1 of the LRAT paper loops over the attacks. FAT's early-stopped attack,
+MAIL's first-wrong margin and LRAT's SAA (APGD) have no reference here.
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ def stock_copy(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def covers(parts: StepParts) -> bool:
+    """Whether ``reference_step`` has a reference for the method of ``parts``: an attack, ℓ∞ PGD
+    on ce, kl or cw, no FAT early stop, no SAA."""
+    if parts.attack is None:
+        return False
+    kw = parts.attack.keywords
+    inner = [a.keywords for a in kw["attacks"]] if "attacks" in kw else [kw]
+    return all(
+        k.get("loss") in ("ce", "kl", "cw") and k.get("tau") is None and k.get("norm", "linf") == "linf"
+        for k in inner
+    )
+
+
 def paper_start(x: Tensor, start: str, eps: float) -> Tensor:
     """The papers' random start from the global RNG: ``x + U[−ε, ε]`` (Madry) or
     ``x + 0.001·N(0, I)`` (TRADES), clipped to [0, 1]."""
@@ -78,8 +93,8 @@ def reference_pgd(
 ) -> tuple[Tensor, Tensor]:
     """ℓ∞ PGD from ``x_start`` through ``loss.backward()``; returns x^(K) and κ [B] (correct
     iterates before each step, counted from the step's own forward)."""
-    if loss not in ("ce", "kl"):
-        raise ValueError(f"the reference PGD has the ce and kl losses, not {loss!r}")
+    if loss not in ("ce", "kl", "cw"):
+        raise ValueError(f"the reference PGD has the ce, kl and cw losses, not {loss!r}")
     model.eval()
     logits_nat = None
     if loss == "kl":
@@ -95,6 +110,11 @@ def reference_pgd(
             kappa += (out.argmax(1) == y).long()
         if loss == "kl":
             value = F.kl_div(F.log_softmax(out, 1), F.softmax(logits_nat, 1), reduction="sum")
+        elif loss == "cw":  # the GAIRAT/MAIL code's CW loss, κ = 50
+            onehot = F.one_hot(y, out.shape[1]).to(out.dtype)
+            correct = (onehot * out).sum(1)
+            other = ((1 - onehot) * out - onehot * 1e4).max(1)[0]
+            value = -torch.clamp(correct - other + 50.0, min=0).sum()
         else:
             value = F.cross_entropy(out, y, reduction="sum")
         value.backward()
@@ -116,6 +136,8 @@ def reference_step(
     plainly. ``x_start``: the attack's start x⁰ (None: ``paper_start`` from the global RNG).
     Returns the loss (scalar, detached) and the weights [B]."""
     kw = parts.attack.keywords
+    if "attacks" in kw:
+        return _reference_variants_step(model, batch, parts, optimizer, epoch, x_start)
     if kw.get("tau") is not None or kw.get("norm", "linf") != "linf":
         raise ValueError("the reference step has ℓ∞ PGD without early stopping (not FAT, not ℓ2)")
     x, y = batch.x, batch.y
@@ -150,6 +172,50 @@ def reference_step(
         logits_nat=nat_for_weights,
         steps_to_flip=kappa if kw["record_path"] else None,
         epoch=epoch,
+    )
+    w = parts.weights(stats)
+    loss, _ = parts.objective(logits_nat, logits_adv, y, w)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), w
+
+
+def _reference_variants_step(
+    model: torch.nn.Module,
+    batch: Batch,
+    parts: StepParts,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    x_start: list[Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """LRAT/LSAT with PGD/CW variants: for each attack j, its variant and its own forward (the
+    paper's loop over j), then the weights and the objective of ``parts`` on the stacked logits."""
+    x, y = batch.x, batch.y
+    variant_kw = [a.keywords for a in parts.attack.keywords["attacks"]]
+    if any(kw.get("loss") not in ("ce", "cw") or kw.get("norm", "linf") != "linf" for kw in variant_kw):
+        raise ValueError("the reference step has ℓ∞ PGD and CW variants only (no SAA, no ℓ2)")
+    if x_start is None:
+        x_start = [paper_start(x, kw["start"], kw["eps"]) for kw in variant_kw]
+    xs, kappa = [], None
+    for kw, start in zip(variant_kw, x_start):
+        x_j, k_j = reference_pgd(
+            model,
+            x,
+            y,
+            start,
+            eps=kw["eps"],
+            step_size=kw["step_size"],
+            steps=kw["steps"],
+            loss=kw["loss"],
+            record_path=kw["record_path"],
+        )
+        xs.append(x_j)
+        kappa = k_j if kw["record_path"] else kappa
+    logits_adv = torch.stack([model(x_j) for x_j in xs], dim=1)
+    logits_nat = model(x) if parts.needs_nat else None
+    stats = SampleStats(
+        idx=batch.idx, y=y, logits_adv=logits_adv.detach(), logits_nat=None, steps_to_flip=kappa, epoch=epoch
     )
     w = parts.weights(stats)
     loss, _ = parts.objective(logits_nat, logits_adv, y, w)

@@ -12,6 +12,10 @@ train-mode forward the TRADES objective would run, without a graph and with Batc
 statistics restored afterwards, so the extra forward neither costs a backward nor changes the
 model.
 
+Several adversarial variants per sample (LRAT/LSAT: ``x_adv`` [B, m, C, H, W]) are one forward
+of the B·m images, so their logits, statistics and weights come out shaped [B, m, ...] and the
+step stays the same line.
+
 No host synchronisation happens here: the caller accumulates metrics on the device.
 """
 
@@ -32,7 +36,8 @@ class StepParts:
     """What stays fixed between steps. ``attack(model, x, y) -> AttackResult`` (None: plain
     training); ``needs_nat``: the objective or the weighting needs natural logits;
     ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
-    (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
+    (detached, burn-in applied; [B, m + 1] for m variants, see ``irat.objectives.lrat``);
+    ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
 
     attack: Attack | None
     needs_nat: bool
@@ -43,7 +48,7 @@ class StepParts:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """``loss`` scalar (detached); ``weights`` [B]; ``stats`` of the step."""
+    """``loss`` scalar (detached); ``weights`` [B] (or [B, m + 1]); ``stats`` of the step."""
 
     loss: Tensor
     weights: Tensor
@@ -57,7 +62,7 @@ def train_step(
     attack switches to eval mode internally and restores it)."""
     adv = parts.attack(model, batch.x, batch.y) if parts.attack is not None else None
     nat_for_weights = _stats_only(model, batch.x, parts)  # before the graphs save BatchNorm's buffers
-    logits_adv = model(adv.x_adv) if adv is not None else None
+    logits_adv = forward_variants(model, adv.x_adv, batch.x) if adv is not None else None
     logits_nat = model(batch.x) if parts.needs_nat else None
     stats = SampleStats(
         idx=batch.idx,
@@ -75,6 +80,14 @@ def train_step(
     loss.backward()
     optimizer.step()
     return StepOutput(loss=loss.detach(), weights=w, stats=stats)
+
+
+def forward_variants(model: torch.nn.Module, x_adv: Tensor, x: Tensor) -> Tensor:
+    """``model(x_adv)`` [B, n] when ``x_adv`` is shaped like ``x``; for m variants per sample,
+    ``x_adv`` [B, m, ...] → one forward of the B·m images → logits [B, m, n]."""
+    if x_adv.dim() == x.dim():
+        return model(x_adv)
+    return model(x_adv.flatten(0, 1)).unflatten(0, x_adv.shape[:2])
 
 
 def _stats_only(model: torch.nn.Module, x: Tensor, parts: StepParts) -> Tensor | None:

@@ -1,12 +1,13 @@
 """Instance-weighting schemes: pure functions of per-sample statistics (no model, optimizer or
 I/O inside a scheme), plus the shared burn-in. ``make(name, **params)`` builds
-``scheme(stats: SampleStats) -> w [B]`` with the prescribed normalisation and ``needs(name,
-**params)`` tells which optional statistics it reads; ``SCHEMES`` maps each name to its scheme
-with default parameters.
+``scheme(stats: SampleStats) -> w [B]`` (LRAT: [B, m + 1]) with the prescribed normalisation and
+``needs(name, **params)`` tells which optional statistics it reads; ``SCHEMES`` maps each name to
+its scheme with default parameters.
 """
 
 from irat.weighting.burn_in import with_burn_in
 from irat.weighting.gairat import gairat, gairat_lambda
+from irat.weighting.lrat import data_coefficient, lrat, lrat_coefficients
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.schemes import NAMES, SCHEME_FUNCTIONS, make, needs
@@ -22,8 +23,11 @@ __all__ = [
     "SCHEMES",
     "SCHEME_FUNCTIONS",
     "const3",
+    "data_coefficient",
     "gairat",
     "gairat_lambda",
+    "lrat",
+    "lrat_coefficients",
     "mail",
     "make",
     "needs",

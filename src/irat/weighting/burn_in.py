@@ -12,13 +12,18 @@ from irat.types import SampleStats
 from irat.weighting.uniform import uniform
 
 
-def with_burn_in(scheme: Callable[[SampleStats], Tensor], burn_in: int) -> Callable[[SampleStats], Tensor]:
-    """Wrap ``scheme(stats) -> w [B]`` so that it returns all-ones before epoch ``burn_in``;
-    weights are always detached."""
+def with_burn_in(
+    scheme: Callable[[SampleStats], Tensor],
+    burn_in: int,
+    during: Callable[[SampleStats], Tensor] | None = None,
+) -> Callable[[SampleStats], Tensor]:
+    """Wrap ``scheme(stats) -> w [B]`` so that it returns all-ones before epoch ``burn_in``
+    (``during(stats)`` instead, for a scheme whose weights are not one per sample: LRAT's ω ≡ 1 on
+    every variant); weights are always detached."""
 
     def weights(stats: SampleStats) -> Tensor:
         if stats.epoch < burn_in:
-            return uniform(stats.y)
+            return uniform(stats.y) if during is None else during(stats).detach()
         return scheme(stats).detach()
 
     return weights

@@ -10,6 +10,8 @@ SampleStats) -> w [B]`` including the normalisation METHODS.md prescribes, and `
 | mail    | sigmoid(−γ(PM − β))               | normalize_to_batch | logits_adv / logits_nat / (first-wrong, |
 |         |                                   | (or ×3: const3)    | logits_nat_eval)                        |
 | vir     | α·exp(−γ·p_y(x))·KL(p(x)‖p(x'))+β | none               | logits_nat, logits_adv                  |
+| lrat    | α·clamp(1−t,0)^β per variant, or  | joint: all ω and c | logits_adv [B, m, n] (variants),        |
+|         | GAIRAT(κ); c = [C − Σ_j ω]_+      | over mean(c + Σω)  | steps_to_flip (GD)                      |
 
 Parameters (defaults in brackets):
 
@@ -21,6 +23,10 @@ Parameters (defaults in brackets):
 * mail: ``gamma`` [5.0], ``beta`` [0.05] (MAIL-TRADES/-MART and BiLAW's baseline; MAIL-AT uses
   30 and −0.07), ``margin`` ∈ {adv, nat, dif} [adv], ``norm`` ∈ {batch, const3} [batch].
 * vir: ``alpha`` [7.0], ``gamma`` [10.0], ``beta`` [0.007] (VIR-AT).
+* lrat: ``alpha`` [2.0], ``beta`` [0.5] (LSAT: 1 and 0, ω ≡ 1), ``c`` [0.1], ``rules`` one per
+  variant column ∈ {lrat, gd, none} [("lrat",)]: α(1 − t)^β, GAIRAT's raw weight of κ (``lam``
+  [−1], ``num_steps`` K [10]), or 0 (a variant run only for the data term). Returns [B, m + 1]
+  (``irat.weighting.lrat_coefficients``: column m is the data term's c).
 
 ``needs`` answers a subset of {"nat", "kappa", "first_wrong"}: "nat" = natural logits
 (``SampleStats.logits_nat``), "kappa" = ``steps_to_flip`` from the PGD path (``record_path=True``),
@@ -32,7 +38,7 @@ BatchNorm mode: every statistic compares distributions of one mode. ``logits_adv
 ``logits_nat`` are train-mode (the training forwards; PM_adv, PM_nat, VIR's p_y(x) and S_d);
 ``logits_first_wrong`` and ``logits_nat_eval`` are eval-mode (the attack's path; PM_dif).
 
-All schemes return detached float tensors [B].
+All schemes return detached float tensors [B] (lrat: [B, m + 1]).
 """
 
 from __future__ import annotations
@@ -41,10 +47,13 @@ import functools
 import inspect
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
+from irat import losses
 from irat.types import SampleStats
 from irat.weighting.gairat import SCHEDULES, gairat, gairat_lambda
+from irat.weighting.lrat import lrat, lrat_coefficients
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.uniform import uniform
@@ -53,7 +62,8 @@ from irat.weighting.wmmr import wmmr
 
 Scheme = Callable[[SampleStats], Tensor]
 
-NAMES = ("uniform", "gairat", "wmmr", "mail", "vir")
+NAMES = ("uniform", "gairat", "wmmr", "mail", "vir", "lrat")
+LRAT_RULES = ("lrat", "gd", "none")
 
 
 def _require(value: Tensor | None, what: str, option: str) -> Tensor:
@@ -149,12 +159,57 @@ def _build_vir(*, alpha: float = 7.0, gamma: float = 10.0, beta: float = 0.007) 
     return scheme, {"nat"}
 
 
+def _build_lrat(
+    *,
+    alpha: float = 2.0,
+    beta: float = 0.5,
+    c: float = 0.1,
+    rules: tuple[str, ...] = ("lrat",),
+    lam: float = -1.0,
+    num_steps: int = 10,
+) -> tuple[Scheme, set[str]]:
+    rules = tuple(rules)
+    for rule in rules:
+        _choice(rule, LRAT_RULES, "lrat rule")
+    if not rules or rules.count("gd") > 1:
+        raise ValueError(f"weighting lrat: rules {rules} must name one rule per variant, at most one 'gd'")
+    if not (alpha > 0 and beta >= 0 and c > 0):
+        raise ValueError(
+            f"weighting lrat: needs alpha > 0, beta >= 0 and C > 0 (got alpha={alpha}, beta={beta}, "
+            f"c={c}); LSAT is alpha=1, beta=0"
+        )
+    if num_steps <= 0:
+        raise ValueError(f"weighting lrat: num_steps (K of the GD variant) must be positive, got {num_steps}")
+
+    def scheme(stats: SampleStats) -> Tensor:
+        z = stats.logits_adv
+        if z.dim() != 3 or z.shape[1] != len(rules):
+            raise ValueError(
+                f"weighting lrat needs the logits of {len(rules)} variants per sample [B, m, n], "
+                f"got shape {tuple(z.shape)}; train with an LRAT/LSAT method"
+            )
+        b, m, n = z.shape
+        t = losses.pm(z.reshape(b * m, n), stats.y[:, None].expand(b, m).reshape(-1)).view(b, m)
+        omega = lrat(t, alpha, beta)
+        columns = []
+        for j, rule in enumerate(rules):  # m ≤ 4 columns, not samples
+            if rule == "gd":
+                kappa = _require(stats.steps_to_flip, _PATH_KAPPA, "lrat with a GD variant")
+                columns.append(gairat(kappa.to(z.dtype), num_steps, lam))
+            else:
+                columns.append(omega[:, j] if rule == "lrat" else torch.zeros_like(omega[:, j]))
+        return lrat_coefficients(torch.stack(columns, 1), c)
+
+    return scheme, ({"kappa"} if "gd" in rules else set())
+
+
 _BUILDERS: dict[str, Callable[..., tuple[Scheme, set[str]]]] = {
     "uniform": _build_uniform,
     "gairat": _build_gairat,
     "wmmr": _build_wmmr,
     "mail": _build_mail,
     "vir": _build_vir,
+    "lrat": _build_lrat,
 }
 
 
