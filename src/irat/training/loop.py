@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 import irat
 from irat import attacks
 from irat.attacks.build import clean
-from irat.config import Config, from_dict, resolve_config
-from irat.data import Loader
+from irat.config import Config, ConfigError, from_dict, meta_size, resolve_config
+from irat.data import DataError, Loader, with_meta_split
 from irat.evaluation.robust import correct_under
-from irat.losses import ce, true_value
+from irat.losses import ce, pm, true_value
 from irat.runtime import keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step
+from irat.training.assemble import build_learned, build_step
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -79,7 +79,11 @@ def train(
     if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
-    build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    data = _hold_out_meta(cfg, data)  # BiLAW's D_meta: out of the training split (data.meta)
+    meta = getattr(data, "meta", None)
+    learned = build_learned(cfg, data.spec.num_classes, meta) if meta is not None else None
+    # a bad method/scheme combination fails here, before the run directory exists
+    build_step(cfg, learned=learned)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -93,6 +97,8 @@ def train(
     )
     # what the steps and the validation call; checkpoints keep ``model``'s own keys
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
+    if learned is not None:
+        learned.to(device)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
@@ -100,6 +106,8 @@ def train(
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if learned is not None:
+                learned.load_state_dict(state["weighting"])
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
@@ -131,7 +139,7 @@ def train(
             group["lr"] = lr
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
-        parts = build_step(cfg, generator, epoch)
+        parts = build_step(cfg, generator, epoch, learned)
         fast.train()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
@@ -147,6 +155,8 @@ def train(
                 loss=ce(s.logits_adv, s.y),
                 p_true=true_value(s.logits_adv.softmax(1), s.y),
                 steps_to_flip=s.steps_to_flip,
+                margin_nat=pm(s.logits_nat, s.y) if s.logits_nat is not None else None,
+                margin_adv=pm(s.logits_adv, s.y),
             )
             sums += torch.stack([step.loss * len(batch), (s.logits_adv.argmax(1) == s.y).sum().float()])
         (loss_sum, correct), count = sums.tolist(), len(train_split)
@@ -156,6 +166,8 @@ def train(
                 f"(now {lr:g}) or check the data. The last good checkpoint is {run_dir.last}"
             )
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
+        if learned is not None:
+            row.update(learned.pop_metrics())
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
             row["val_robust_acc"] = (
@@ -169,16 +181,16 @@ def train(
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
         history.append(row)
-        checkpoint.save(
-            run_dir.last,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "best_epoch": best_epoch,
-                "best_val": best_val,
-            },
-        )
+        last = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_val": best_val,
+        }
+        if learned is not None:
+            last["weighting"] = learned.state_dict()
+        checkpoint.save(run_dir.last, last)
         if tc.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
@@ -191,6 +203,27 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _hold_out_meta(cfg: Config, data):
+    """``data`` with the D_meta the config asks for (``irat.config.meta_size``: 1000 for BiLAW's
+    learned weightings, else ``data.meta_size`` or 0), taken out of the training split unless
+    ``data`` was loaded with it; the size goes into ``cfg.data.meta_size`` for reloads."""
+    size, have = meta_size(cfg), getattr(data, "meta", None)
+    if have is not None and len(have) != size:
+        raise ConfigError(
+            f"the data holds a meta split of {len(have)} images but the run needs {size} "
+            "(data.meta_size); load the data without meta_size, or with the same one"
+        )
+    if have is None and size:
+        if not hasattr(data, "seed"):
+            raise ConfigError("a meta split needs data from irat.data.load (its split seed)")
+        try:
+            data = with_meta_split(data, size)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+    cfg.data.meta_size = size
+    return data
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

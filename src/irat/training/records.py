@@ -1,5 +1,7 @@
 """Per-instance record: for every training image and epoch, its weight, adversarial loss,
-true-class probability at x' and ``steps_to_flip`` (−1 when the attack did not record it).
+true-class probability at x', ``steps_to_flip`` (−1 when the attack did not record it) and the
+probabilistic margins ``p_y − max_{j≠y} p_j`` at x (``margin_nat``; NaN when the step computed no
+natural logits) and at x' (``margin_adv``).
 
 Values accumulate on the device in tensors indexed by dataset index (no host sync in the step)
 and are written once per epoch as ``records/epoch_XXX.npz`` (compressed float32/int16 arrays
@@ -17,7 +19,9 @@ from torch import Tensor
 
 from irat.training.checkpoint import atomic_write_bytes
 
-FIELDS = ("weight", "loss", "p_true", "steps_to_flip")
+FIELDS = ("weight", "loss", "p_true", "steps_to_flip", "margin_nat", "margin_adv")
+OPTIONAL_FIELDS = ("margin_nat", "margin_adv")
+"""Fields that records written by earlier versions lack (read as NaN)."""
 
 
 class InstanceRecorder:
