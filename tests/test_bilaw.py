@@ -422,7 +422,9 @@ def test_resume_continues_a_bilaw_run_exactly(fmnist_small, tmp_path, monkeypatc
     from irat.training import checkpoint
     from irat.training.rundir import RunDir
 
-    full = _run(fmnist_small, tmp_path / "full")
+    data = dataclasses.replace(fmnist_small, train=fmnist_small.train.subset(700))  # 500 + D_meta
+
+    full = _run(data, tmp_path / "full")
     calls = {"n": 0}
     original = RunDir.append_metrics
 
@@ -434,9 +436,9 @@ def test_resume_continues_a_bilaw_run_exactly(fmnist_small, tmp_path, monkeypatc
 
     monkeypatch.setattr(RunDir, "append_metrics", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _run(fmnist_small, tmp_path / "resumed")
+        _run(data, tmp_path / "resumed")
     monkeypatch.undo()
-    resumed = _run(fmnist_small, tmp_path / "resumed", resume=True)
+    resumed = _run(data, tmp_path / "resumed", resume=True)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
