@@ -92,8 +92,8 @@ class LearnedWeighting:
         self.net: WeightNet | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         if self.parametric:
-            with torch.random.fork_rng(devices=[]):  # seeded, and the global stream is not consumed
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # seeded; the global CPU stream is not consumed
+                torch.random.default_generator.manual_seed(seed)
                 self.net = WeightNet(input_size(input, num_classes), hidden)
             self.optimizer = torch.optim.SGD(
                 self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
