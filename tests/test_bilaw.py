@@ -337,6 +337,19 @@ def test_meta_split_is_seeded_stratified_and_taken_out_of_the_baseline_training_
         with_meta_split(base, len(base.train))
 
 
+def test_train_takes_the_meta_split_the_data_was_loaded_with(tiny_npz, tmp_path):
+    data = irat.data.load("npz", root=tiny_npz, val_size=40, meta_size=50)
+    model = irat.models.create("fc1", dataset=data.spec)
+    run = irat.train(model, data, "bilaw", 1, 0.1, out=tmp_path / "r", steps=1, progress=False)
+    assert run.config.data.meta_size == 50
+    from irat.analysis.run import load_run
+
+    assert torch.equal(load_run(run.dir).data.meta.idx, data.meta.idx)
+    with pytest.raises(ConfigError, match="meta split of 50"):
+        irat.train(model, data, "at", 1, 0.1, out=tmp_path / "s", progress=False, **{"data.meta_size": 20})
+    assert not (tmp_path / "s").exists()  # refused before the run directory is written
+
+
 def test_bilaw_config_errors_say_what_to_change():
     ok = resolve_config(None, method="bilaw", **{"bilaw.hidden": [64, 64], "bilaw.margin_on": "adv"})
     assert ok.bilaw.hidden == [64, 64]

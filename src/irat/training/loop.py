@@ -212,10 +212,13 @@ def train(
 
 
 def _hold_out_meta(cfg: Config, data):
-    """``data`` with the D_meta the config asks for (``irat.config.meta_size``: 1000 for BiLAW's
-    learned weightings, else ``data.meta_size`` or 0), taken out of the training split unless
-    ``data`` was loaded with it; the size goes into ``cfg.data.meta_size`` for reloads."""
-    size, have = meta_size(cfg), getattr(data, "meta", None)
+    """``data`` with the D_meta the config asks for (``data.meta_size``; unset: the one ``data``
+    was loaded with, else 1000 for BiLAW's learned weightings and 0 otherwise), taken out of the
+    training split unless ``data`` holds it; the size goes into ``cfg.data.meta_size`` for reloads."""
+    have = getattr(data, "meta", None)
+    if cfg.data.meta_size is None and have is not None:
+        cfg.data.meta_size = len(have)
+    size = meta_size(cfg)
     if have is not None and len(have) != size:
         raise ConfigError(
             f"the data holds a meta split of {len(have)} images but the run needs {size} "
