@@ -220,24 +220,38 @@ def _stats(model, x_adv, y, x=None):
     return SampleStats(torch.arange(len(y)), y, z_adv, z_nat, None, 0)
 
 
-def test_meta_step_takes_one_sgd_step_on_the_public_meta_gradient_and_leaves_theta():
-    model = _mlp().train()
+@pytest.mark.parametrize("bn", [False, True])
+def test_meta_step_takes_one_sgd_step_on_the_public_meta_gradient_and_leaves_theta(bn):
+    model = _mlp(bn=bn).train()
     learned = _learned()
     x_adv, y = _images(6, 2)
     x, _ = _images(6, 7)
     stats = _stats(model, x_adv, y, x)
     net0 = copy.deepcopy(learned.net)
     xv, yv = copy.deepcopy(learned)._next_batch()  # the batch the meta step will draw
-    theta0 = copy.deepcopy(model.state_dict())
     expected = bilaw_meta_gradient(model, net0, x_adv, y, learned.features(stats), xv, yv, lr_theta=0.2)
+    logits = model(x_adv)  # the step's training forward (it moves BatchNorm's statistics once)
+    theta0 = copy.deepcopy(model.state_dict())
     # no attack: the validation batch enters as it is, so both see the same x̂'
-    learned.meta_step(model, None, model(x_adv), stats, 0.2, attack=None, objective=objectives.at)
+    learned.meta_step(model, None, logits, stats, 0.2, attack=None, objective=objectives.at)
     wd, lr = 1e-4, 1e-3  # LearnedWeighting's defaults; first SGD step: no momentum yet
     for p, p0, g in zip(learned.net.parameters(), net0.parameters(), expected):
         torch.testing.assert_close(p, p0 - lr * (g + wd * p0), rtol=1e-10, atol=1e-14)
-    assert all(torch.equal(v, theta0[k]) for k, v in model.state_dict().items())  # step 2: θ unchanged
+    # step 2 leaves θ, the BatchNorm statistics and .grad as they were
+    assert all(torch.equal(v, theta0[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert learned.steps == 1
+
+
+def test_learned_weights_permute_with_the_batch():
+    model, learned = _mlp(), _learned()
+    x_adv, y = _images(8, 2)
+    x, _ = _images(8, 7)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    w = learned.weights(_stats(model, x_adv, y, x))
+    w_perm = learned.weights(_stats(model, x_adv[perm], y[perm], x[perm]))
+    torch.testing.assert_close(w_perm, w[perm])
+    assert not torch.allclose(w, torch.ones_like(w))
 
 
 def test_step_three_uses_the_updated_detached_weights_and_does_not_move_mu():
