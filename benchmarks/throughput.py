@@ -15,8 +15,8 @@ in that round, so a noisy shared machine affects both alike. One more instrument
 the breakdown: attack forward, attack backward (input gradients and the projected step),
 weights, BiLAW's meta step (pseudo update, validation attack and double backward), update
 (adversarial/natural forward, objective, backward, optimizer step). The peak memory of a step is
-the most memory its tensors hold at once beyond what was allocated before it (the profiler's
-allocation events on the CPU, ``max_memory_allocated`` on a GPU).
+the most memory that the tensors it allocates hold at once (the profiler's allocation events on
+the CPU, ``max_memory_allocated`` on a GPU).
 
 BiLAW (``--method bilaw``) learns from the validation images as its D_meta; the naive loop has no
 BiLAW and is skipped for it.
@@ -190,11 +190,12 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
 
 
 def peak_step_memory(model, train, parts, optimizer, args, device, steps: int = 2) -> int:
-    """Bytes: the most memory the tensors of one training step hold at once beyond what was
-    allocated before the step, the largest over ``steps`` steps. On the CPU from the allocation
-    and free events that ``torch.profiler`` records (``profile_memory=True``; the allocator
-    itself, so the figure depends neither on glibc nor on the machine's load), on a GPU from
-    ``torch.cuda.max_memory_allocated``."""
+    """Bytes: the most memory that the tensors a training step allocates hold at once (the
+    largest over ``steps`` steps). On the CPU from the allocation and free events that
+    ``torch.profiler`` records (``profile_memory=True``: the allocator's own events, so the figure
+    depends neither on glibc nor on the machine's load; tensors from before the step, such as the
+    previous gradients it frees, are not counted), on a GPU from ``torch.cuda.max_memory_allocated``
+    above what was allocated before the step."""
     loader = Loader(train.subset(min(len(train), args.batch_size * steps)), batch_size=args.batch_size)
     model.train()
     peak = 0
