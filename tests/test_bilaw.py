@@ -364,6 +364,13 @@ def test_train_takes_the_meta_split_the_data_was_loaded_with(tiny_npz, tmp_path)
     assert not (tmp_path / "s").exists()  # refused before the run directory is written
 
 
+def test_compare_refuses_a_meta_split_that_does_not_fit_before_training(tiny_npz, tmp_path):
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)  # 360 training images < 1000
+    with pytest.raises(ConfigError, match="does not fit"):
+        irat.compare(["at", "bilaw"], data=data, out=tmp_path / "c", epochs=1, **{"model.name": "fc1"})
+    assert not (tmp_path / "c").exists()
+
+
 def test_bilaw_config_errors_say_what_to_change():
     ok = resolve_config(None, method="bilaw", **{"bilaw.hidden": [64, 64], "bilaw.margin_on": "adv"})
     assert ok.bilaw.hidden == [64, 64]
