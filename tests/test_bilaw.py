@@ -233,7 +233,8 @@ def test_meta_step_takes_one_sgd_step_on_the_public_meta_gradient_and_leaves_the
     logits = model(x_adv)  # the step's training forward (it moves BatchNorm's statistics once)
     theta0 = copy.deepcopy(model.state_dict())
     # no attack: the validation batch enters as it is, so both see the same x̂'
-    learned.meta_step(model, None, logits, stats, 0.2, attack=None, objective=objectives.at)
+    batch, adv = Batch(torch.arange(6), x, y), irat.types.AttackResult(x_adv)
+    learned.meta_step(model, batch, adv, None, logits, stats, 0.2, attack=None, objective=objectives.at)
     wd, lr = 1e-4, 1e-3  # LearnedWeighting's defaults; first SGD step: no momentum yet
     for p, p0, g in zip(learned.net.parameters(), net0.parameters(), expected):
         torch.testing.assert_close(p, p0 - lr * (g + wd * p0), rtol=1e-10, atol=1e-14)
@@ -306,7 +307,8 @@ def test_non_parametric_weights_are_non_negative_and_normalised():
     assert learned.net is None and learned.state_dict() == {"steps": 0}
     x_adv, y = _images(8, 2)
     stats = _stats(model, x_adv, y)
-    learned.meta_step(model, None, model(x_adv), stats, 0.5, attack=None, objective=objectives.at)
+    batch, adv = Batch(torch.arange(8), x_adv, y), irat.types.AttackResult(x_adv)
+    learned.meta_step(model, batch, adv, None, model(x_adv), stats, 0.5, attack=None, objective=objectives.at)
     w = learned.weights(stats)
     assert (w >= 0).all() and torch.allclose(w.sum(), torch.tensor(8.0, dtype=F64))
     assert (w == 0).any() or w.std() > 0  # clamped or reweighted: not uniform by construction

@@ -9,9 +9,9 @@ computed without a graph and with the model in eval mode, so that the extra forw
 costs a backward nor moves the BatchNorm statistics.
 
 A learned weighting (BiLAW, ``irat.weighting.LearnedWeighting``) is the one stateful weighting:
-its ``meta_step`` updates it once per step, before the weights are read, from the logits of this
-step's forwards (it differentiates through their graph without changing θ, ``.grad`` or the
-BatchNorm buffers); the weights it then gives are detached like every other scheme's.
+its ``meta_step`` updates it once per step, before the weights are read, from this step's inputs
+and logits (it differentiates through their graph without changing θ, ``.grad`` or the BatchNorm
+buffers); the weights it then gives are detached like every other scheme's.
 
 No host synchronisation happens here: the caller accumulates metrics on the device.
 """
@@ -34,8 +34,8 @@ class StepParts:
     training); ``needs_nat``: the objective or the weighting needs natural logits;
     ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
     (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``;
-    ``meta_step(model, logits_nat, logits_adv, stats, lr)``: the update of a learned weighting
-    (None for the formula schemes and during burn-in)."""
+    ``meta_step(model, batch, adv, logits_nat, logits_adv, stats, lr)``: the update of a learned
+    weighting (None for the formula schemes and during burn-in)."""
 
     attack: Attack | None
     needs_nat: bool
@@ -72,7 +72,7 @@ def train_step(
         logits_first_wrong=adv.logits_first_wrong if adv is not None else None,
     )
     if parts.meta_step is not None:  # a learned weighting (BiLAW) learns from this step first
-        parts.meta_step(model, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
+        parts.meta_step(model, batch, adv, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
     w = parts.weights(stats)
     loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
     optimizer.zero_grad(set_to_none=True)

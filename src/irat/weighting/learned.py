@@ -7,14 +7,15 @@ pseudo SGD step of the classifier on the weighted loss lowers the robust loss on
 and the weights:
 
     stats = SampleStats(...)                        Δ from stats.logits_nat (θ_t, detached)
-    meta_step(model, logits_nat, logits_adv, ...)   1. θ̃(μ) = θ − lr_θ·∇_θ L_tr(θ, w(μ))
+    meta_step(model, batch, adv, logits, stats, lr) 1. θ̃ = θ − lr_θ·∇_θ L_tr(θ, w(μ))
                                                     2. x̂' = attack(f_θ̃, x̂); μ ← SGD step on ∇_μ L_val(θ̃)
     w = weights(stats)                              3. w = ω_{μ_{t+1}}(Δ) normalised, detached
     objective(..., w) → backward → θ step              (the classifier's own optimizer)
 
-The pseudo step reuses the training forward's graph (the logits the real update backpropagates
-through), so BiLAW costs one gradient with ``create_graph``, one validation attack, one
-validation forward and a double backward on top of the base method. ``L_tr`` is the step's own
+The pseudo step's gradient reuses the training forward's graph (the logits the real update
+backpropagates through); on top of the base method BiLAW costs that gradient, one validation
+attack, one validation forward and backward, and one forward-mode pass of the training forward
+(``meta.weight_gradient``: exact, no second-order graph). ``L_tr`` is the step's own
 objective with the weights in the objective's place (``w·ce`` for AT, ``w·KL`` for TRADES,
 ``w·bce`` for MART), and ``L_val`` is the unweighted robust cross-entropy on a batch of the held-out
 meta split ``D_meta`` (DECISION #18), attacked by the training attack against θ̃ (or against θ_t
@@ -37,8 +38,8 @@ from torch import Tensor, nn
 
 from irat.data.loader import Loader
 from irat.data.split import Split
-from irat.types import Attack, Batch, Objective, SampleStats
-from irat.weighting.meta import AtParameters, validation_loss, weight_gradient
+from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
+from irat.weighting.meta import AtParameters, functional_forward, validation_loss, weight_gradient
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.weight_net import INPUTS, WeightNet, input_size, needs_natural, weight_inputs
 
@@ -128,8 +129,10 @@ class LearnedWeighting:
     def meta_step(
         self,
         model: nn.Module,
+        batch: Batch,
+        adv: AttackResult | None,
         logits_nat: Tensor | None,
-        logits_adv: Tensor,
+        logits_adv: Tensor | None,
         stats: SampleStats,
         lr_theta: float,
         *,
@@ -137,9 +140,10 @@ class LearnedWeighting:
         objective: Objective,
     ) -> None:
         """Steps 1 and 2 of §4.11 on one batch of D_meta: the pseudo update of θ on
-        ``objective(logits_nat, logits_adv, y, w)`` (logits with the training forward's graph),
-        the validation batch attacked by ``attack`` at θ̃, and one SGD step of μ (or the
-        non-parametric weights). θ, its ``.grad`` and the BatchNorm buffers are not changed."""
+        ``objective(logits_nat, logits_adv, y, w)`` (the step's logits of ``batch.x`` and of
+        ``adv.x_adv``, with their graph, or None where the step has none), the validation batch
+        attacked by ``attack`` at θ̃, and one SGD step of μ (or the non-parametric weights). θ,
+        its ``.grad`` and the BatchNorm buffers are not changed."""
         x_val, y_val = self._next_batch()
         x_val = x_val.to(stats.logits_adv.dtype)
         if self.net is not None:
@@ -147,7 +151,11 @@ class LearnedWeighting:
         else:
             w_mu = torch.ones_like(stats.y, dtype=stats.logits_adv.dtype)
         w = w_mu.detach().requires_grad_(True)  # the mean-one weights; ∂F/∂w chains into μ below
-        train_loss, _ = objective(logits_nat, logits_adv, stats.y, w)
+
+        def train_loss_at(params: dict[str, Tensor]) -> Tensor:
+            z_nat = functional_forward(model, params, batch.x) if logits_nat is not None else None
+            z_adv = functional_forward(model, params, adv.x_adv) if logits_adv is not None else None
+            return objective(z_nat, z_adv, stats.y, w)[0]
 
         def validation(theta: dict[str, Tensor]) -> Tensor:
             target = AtParameters(model, theta) if self.attack_on == "pseudo" else model
@@ -157,7 +165,8 @@ class LearnedWeighting:
             self._count += 1
             return loss
 
-        g = weight_gradient(model, w, train_loss, lr_theta, validation)
+        train_loss, _ = objective(logits_nat, logits_adv, stats.y, w)
+        g = weight_gradient(model, w, train_loss, train_loss_at, lr_theta, validation)
         if self.net is None:
             self._w = normalize_to_batch((-g).clamp(min=0))
         else:
