@@ -384,7 +384,7 @@ def test_bilaw_config_errors_say_what_to_change():
         ({"method": "bilaw", "bilaw.lr": -1.0}, "bilaw.lr"),
         ({"method": "bilaw", "bilaw.input": "adv-loss", "bilaw.margin_on": "adv"}, "margin inputs"),
         ({"method": "bilaw", "data.meta_size": 0}, "meta_size"),
-        ({"method": "bilaw", "compile": "default"}, "differentiates twice"),
+        ({"method": "bilaw", "compile": "default"}, "compile=off"),
         ({"method": "at", "weighting": "bilaw", "precision": "bf16"}, "bf16"),
         ({"method": "bilaw", "data.meta_size": -1}, "data.meta_size"),
     ]

@@ -336,7 +336,8 @@ def validate(cfg: Config) -> None:
 
 def _validate_bilaw(cfg: Config) -> None:
     """The ``bilaw`` section: values in range, options only with the schemes they apply to, a
-    D_meta to learn from, and no ``torch.compile`` (its autograd has no double backward)."""
+    D_meta to learn from, and no ``torch.compile`` (the meta step's functional forward- and
+    reverse-mode passes are not compiled)."""
     from irat.weighting.weight_net import INPUTS, MARGIN_INPUTS
 
     b, scheme = cfg.bilaw, scheme_of(cfg)
@@ -387,7 +388,8 @@ def _validate_bilaw(cfg: Config) -> None:
         if cfg.train.compile != "off":
             raise ConfigError(
                 f"train.compile={cfg.train.compile!r} cannot run the {scheme} weighting: its meta step "
-                "differentiates twice, which torch.compile does not support; use --train.compile=off"
+                "differentiates the model functionally in forward and reverse mode, which irat does not "
+                "compile; use --train.compile=off"
             )
 
 
