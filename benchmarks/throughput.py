@@ -13,9 +13,16 @@ Measurements are interleaved (peak, irat, naive, evaluation, peak, irat, ...) an
 reported; the fraction of peak is computed per round against the matrix-product peak measured
 in that round, so a noisy shared machine affects both alike. One more instrumented epoch gives
 the breakdown: attack forward, attack backward (input gradients and the projected step),
-weights, update (adversarial/natural forward, objective, backward, optimizer step).
+weights, BiLAW's meta step (pseudo update, validation attack and double backward), update
+(adversarial/natural forward, objective, backward, optimizer step). The peak memory of a step is
+the most memory that the tensors it allocates hold at once (the profiler's allocation events on
+the CPU, ``max_memory_allocated`` on a GPU).
+
+BiLAW (``--method bilaw``) learns from the validation images as its D_meta; the naive loop has no
+BiLAW and is skipped for it.
 
     python benchmarks/throughput.py --model tiny-cnn --method at            # a table
+    python benchmarks/throughput.py --model tiny-cnn,small-cnn --method at,bilaw --no-naive
     python benchmarks/throughput.py --model tiny-cnn --method at --json     # one JSON line
     python benchmarks/throughput.py --model preact-resnet18 --device cuda --batch-size 512 --bf16
 """
@@ -40,7 +47,7 @@ from irat.config import resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.runtime import configure_cuda, keep_freed_memory
-from irat.training.assemble import build_step
+from irat.training.assemble import build_learned, build_step
 from irat.training.reference import covers, reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch
@@ -134,7 +141,7 @@ def irat_epoch(model, train, parts, optimizer, args, device) -> float:
 def breakdown(model, train, parts, optimizer, args, device) -> dict:
     """Seconds per epoch in each part of the step, from one instrumented epoch (a clock read
     around every forward inside the attack, around the attack and around the weights)."""
-    spent = {"attack": 0.0, "attack_forward": 0.0, "weights": 0.0}
+    spent = {"attack": 0.0, "attack_forward": 0.0, "weights": 0.0, "meta": 0.0}
     state = {"in_attack": False, "t0": 0.0}
 
     def before_forward(_module, _inputs):
@@ -158,7 +165,14 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
         spent["weights"] += now(device) - t0
         return w
 
-    timed = dataclasses.replace(parts, attack=attack, weights=weights)
+    def meta_step(*a, **kw):
+        t0 = now(device)
+        parts.meta_step(*a, **kw)
+        spent["meta"] += now(device) - t0
+
+    timed = dataclasses.replace(
+        parts, attack=attack, weights=weights, meta_step=meta_step if parts.meta_step is not None else None
+    )
     eager = getattr(model, "_orig_mod", model)  # hooks on the eager module under --compile
     hooks = [eager.register_forward_pre_hook(before_forward), eager.register_forward_hook(after_forward)]
     try:
@@ -170,8 +184,39 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
         "attack_forward_s": spent["attack_forward"],
         "attack_backward_s": spent["attack"] - spent["attack_forward"],
         "weights_s": spent["weights"],
-        "update_s": epoch_s - spent["attack"] - spent["weights"],
+        "meta_s": spent["meta"],
+        "update_s": epoch_s - spent["attack"] - spent["weights"] - spent["meta"],
     }
+
+
+def peak_step_memory(model, train, parts, optimizer, args, device, steps: int = 2) -> int:
+    """Bytes: the most memory that the tensors a training step allocates hold at once (the
+    largest over ``steps`` steps). On the CPU from the allocation and free events that
+    ``torch.profiler`` records (``profile_memory=True``: the allocator's own events, so the figure
+    depends neither on glibc nor on the machine's load; tensors from before the step, such as the
+    previous gradients it frees, are not counted), on a GPU from ``torch.cuda.max_memory_allocated``
+    above what was allocated before the step."""
+    loader = Loader(train.subset(min(len(train), args.batch_size * steps)), batch_size=args.batch_size)
+    model.train()
+    peak = 0
+    for batch in loader:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            train_step(model, batch, parts, optimizer, epoch=0)
+            peak = max(peak, torch.cuda.max_memory_allocated(device) - base)
+            continue
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+        ) as prof:
+            train_step(model, batch, parts, optimizer, epoch=0)
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        live = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            live += e.nbytes()
+            peak = max(peak, live)
+    return peak
 
 
 def profile_steps(model, train, parts, optimizer, args, device, steps: int = 3) -> str:
@@ -259,9 +304,14 @@ def flops_per_image(model, batch, parts, images: int = 16) -> float:
     """FLOPs of one training step (attack + update) per image, counted by
     ``torch.utils.flop_counter`` on a stock-layer copy on the CPU over the batch's first
     ``images`` images (every kernel has a FLOP formula there; the count per image depends on
-    neither the device nor the batch size)."""
-    model = stock_copy(model).cpu()
-    batch = Batch(batch.idx[:images].cpu(), batch.x[:images].cpu(), batch.y[:images].cpu())
+    neither the device nor the batch size). BiLAW's meta step attacks a whole validation batch
+    whatever the training batch is, so its step is counted over the whole ``batch`` (the same size
+    as the validation batch in the benchmark) on the model's device (where D_meta is)."""
+    if parts.meta_step is None:
+        model = stock_copy(model).cpu()
+        batch = Batch(batch.idx[:images].cpu(), batch.x[:images].cpu(), batch.y[:images].cpu())
+    else:
+        model = stock_copy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     with GlobalFlopCounter(display=False) as counter:
         train_step(model, batch, parts, opt, epoch=0)
@@ -305,8 +355,9 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
     n = len(train)
     cfg = resolve_config(None, method=method, eps=args.eps, steps=args.steps, **{"weighting.burn_in": 0})
     generator = torch.Generator(device=device).manual_seed(0)
-    parts = build_step(cfg, generator)
-    naive_ok = not args.no_naive and covers(parts)  # no reference for FAT's early stop, LRAT's SAA
+    learned = build_learned(cfg, spec.num_classes, val)  # BiLAW: the validation images as D_meta
+    parts = build_step(cfg, generator, learned=learned)
+    naive_ok = not args.no_naive and covers(parts)  # no reference for FAT's early stop, SAA, BiLAW
 
     base = irat.models.create(model_name, dataset=spec).to(device)
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)
@@ -340,6 +391,7 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
         r["fraction"] = per_image * n / r["irat"] / r["peak"]
         rounds.append(r)
     parts_s = breakdown(fast_model, train, parts, fast_opt, args, device)
+    peak_memory = peak_step_memory(fast_model, train, parts, fast_opt, args, device)
     if args.profile:
         print(f"{model_name} {method}: operators of 3 steps", file=sys.stderr)
         print(profile_steps(fast_model, train, parts, fast_opt, args, device), file=sys.stderr)
@@ -363,6 +415,7 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
         **parts_s,
         "attack_fraction": (parts_s["attack_forward_s"] + parts_s["attack_backward_s"])
         / sum(parts_s.values()),
+        "peak_step_memory_bytes": peak_memory,
         "eval_pgd_images_per_s": len(val) / med("eval"),
         "flops_per_image": per_image,
         "achieved_flops": per_image * n / t_fast,
@@ -416,18 +469,20 @@ def print_table(results: list[dict], args) -> None:
         f"{torch.get_num_threads()} threads, median of {args.repeats}"
     )
     print(
-        "| model | method | irat img/s | naive img/s | speed-up | attack fwd / bwd / weights / update "
-        "(s per epoch) | MFLOP/img | GFLOP/s | peak GFLOP/s | of peak |"
+        "| model | method | irat img/s | naive img/s | speed-up | attack fwd / bwd / weights / meta / update "
+        "(s per epoch) | step memory MiB | MFLOP/img | GFLOP/s | peak GFLOP/s | of peak |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         naive = f"{r['naive_images_per_s']:.0f}" if r["naive_images_per_s"] else "n/a"
         speed = f"{r['speedup_vs_naive']:.2f}x" if r["speedup_vs_naive"] else "n/a"
         split = " / ".join(
-            f"{r[k]:.2f}" for k in ("attack_forward_s", "attack_backward_s", "weights_s", "update_s")
+            f"{r[k]:.2f}"
+            for k in ("attack_forward_s", "attack_backward_s", "weights_s", "meta_s", "update_s")
         )
         print(
             f"| {r['model']} | {r['method']} | {r['images_per_s']:.0f} | {naive} | {speed} | {split} | "
+            f"{r['peak_step_memory_bytes'] / 2**20:.1f} | "
             f"{r['flops_per_image'] / 1e6:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
             f"{r['peak_flops'] / 1e9:.0f} | {100 * r['fraction_of_peak']:.0f}% |"
         )

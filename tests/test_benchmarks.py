@@ -64,7 +64,41 @@ def test_throughput_script_writes_every_field(capsys):
         naive = ("naive_images_per_s", "speedup_vs_naive") if r["method"] != "lrat" else ()
         for key in ("images_per_s", *naive, "achieved_flops", "peak_flops"):
             assert r[key] > 0, key
-        parts = [r[k] for k in ("attack_forward_s", "attack_backward_s", "weights_s", "update_s")]
+        parts = [r[k] for k in ("attack_forward_s", "attack_backward_s", "weights_s", "meta_s", "update_s")]
         assert all(p >= 0 for p in parts) and 0 < r["attack_fraction"] < 1
+        assert r["meta_s"] == 0 and r["peak_step_memory_bytes"] > 0
     assert rows[2]["naive_images_per_s"] is None  # SAA has no naive reference
     assert len(capsys.readouterr().out.strip().splitlines()) == 3  # one JSON line per configuration
+
+
+def test_throughput_measures_bilaw_s_meta_step_and_memory():
+    # the building blocks of a --method bilaw row (main() adds the matrix-product peak, slow here)
+    import argparse
+
+    throughput = _script("throughput")
+    from irat.training.assemble import build_learned
+
+    fmnist = irat.data.registry.get("fashion-mnist").spec
+    g = torch.Generator().manual_seed(0)
+    train = irat.data.Split(
+        torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g), torch.arange(64)
+    )
+    args = argparse.Namespace(batch_size=32, channels_last=False, bf16=False)
+    out = {}
+    for method in ("at", "bilaw"):
+        cfg = resolve_config(None, method=method, eps=0.1, steps=2)
+        learned = build_learned(cfg, 10, train.subset(32))  # D_meta: 32 of the images
+        parts = build_step(cfg, torch.Generator().manual_seed(0), learned=learned)
+        torch.manual_seed(0)
+        model = irat.models.create("fc1", dataset=fmnist)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        cpu = torch.device("cpu")
+        out[method] = (
+            throughput.peak_step_memory(model, train, parts, opt, args, cpu),
+            throughput.breakdown(model, train, parts, opt, args, cpu)["meta_s"],
+            throughput.flops_per_image(model, next(iter(irat.data.Loader(train, 32, shuffle=False))), parts),
+        )
+    (mem_at, meta_at, flops_at), (mem_bilaw, meta_bilaw, flops_bilaw) = out["at"], out["bilaw"]
+    assert meta_at == 0 < meta_bilaw
+    # the pseudo-update's graph and the validation batch: more memory and work per step than AT
+    assert mem_bilaw > mem_at > 0 and flops_bilaw > flops_at

@@ -18,7 +18,7 @@ import torch
 import irat
 from irat import methods
 from irat.config import resolve_config
-from irat.training.assemble import build_step
+from irat.training.assemble import build_learned, build_step
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -39,7 +39,10 @@ def _batch(n=32, device="cpu", dtype=torch.float32) -> Batch:
 def _parts(method, device, **kw):
     kw = {"eps": 0.1, "steps": 3, "epochs": 10, "weighting.burn_in": 0, **kw}
     cfg = resolve_config(None, method=method, **kw)
-    return build_step(cfg, torch.Generator(device=device).manual_seed(0), epoch=5)
+    meta = irat.data.Split(torch.rand(200, 1, 28, 28), torch.randint(0, 10, (200,)), torch.arange(200))
+    learned = build_learned(cfg, 10, meta.to(device))  # BiLAW's D_meta and weight network
+    learned = learned.to(device) if learned is not None else None
+    return build_step(cfg, torch.Generator(device=device).manual_seed(0), epoch=5, learned=learned)
 
 
 @pytest.mark.parametrize("method", [m for m in FAMILIES if m != "fat"])

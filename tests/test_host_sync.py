@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import irat
 from irat import methods
 from irat.config import resolve_config
-from irat.training.assemble import build_step
+from irat.training.assemble import build_learned, build_step
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -42,7 +42,9 @@ def test_the_detector_sees_a_read_back():
 @pytest.mark.parametrize("method", methods.names())
 def test_training_step_reads_nothing_back(method):
     cfg = resolve_config(None, method=method, eps=0.1, steps=3, epochs=10, **{"weighting.burn_in": 0})
-    parts = build_step(cfg, torch.Generator().manual_seed(0), epoch=5)
+    meta = irat.data.Split(torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,)), torch.arange(20))
+    learned = build_learned(cfg, 10, meta)  # BiLAW's weight network and D_meta (None for the others)
+    parts = build_step(cfg, torch.Generator().manual_seed(0), epoch=5, learned=learned)
     torch.manual_seed(0)
     model = irat.models.create("tiny-cnn", dataset=FMNIST)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -19,7 +19,7 @@ import torch
 
 import irat
 from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_data
-from irat.config import Config, resolve_config
+from irat.config import Config, ConfigError, meta_size, resolve_config
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
@@ -81,6 +81,14 @@ def compare(
     configs = {m: resolve_config(cfg, method=m) for m in methods}  # a bad name fails before training
     if data is None:
         data = load_data(cfg)
+    for method, method_cfg in configs.items():  # BiLAW's D_meta must fit before anything trains
+        held = meta_size(method_cfg)
+        if held and held >= len(data.train):
+            raise ConfigError(
+                f"{method}: a D_meta of data.meta_size={held} images does not fit in the {len(data.train)} "
+                "training images; "
+                "choose a smaller --data.meta_size or a larger --data.limit"
+            )
     out = Path(out)
     comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():

@@ -25,6 +25,7 @@ class DataConfig:
     root: str | None = None  # --data-dir; else $IRAT_DATA, the user cache, /usr/share/datasets
     val_size: int = 1000  # held-out validation images (checkpoint selection), class-stratified
     limit: int | None = None  # keep a seeded class-balanced subset of N training images
+    meta_size: int | None = None  # BiLAW's D_meta, held out of training; None: 1000 (bilaw), else 0
     seed: int | None = None  # seed of the validation split and the subset; None: train.seed
     augment: bool | None = None  # None: the dataset's default (crop/flip for CIFAR, none for digits)
 
@@ -50,9 +51,11 @@ class AttackConfig:
 class WeightingConfig:
     """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
 
-    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any with any objective) | lrat
+    scheme: str | None = (
+        None  # uniform | gairat | wmmr | mail | vir | lrat | bilaw | bilaw-np (any objective)
+    )
     burn_in: int | None = None  # epochs with all-ones weights; None: the method's rule (MAIL, VIR,
-    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT: none); a run stores the number
+    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT, BiLAW: none); a run stores the number
     alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score); LRAT α
     gamma: float | None = None  # MAIL slope γ; VIR γ
     beta: float | None = None  # MAIL bias β; VIR floor β; LRAT exponent β
@@ -61,6 +64,26 @@ class WeightingConfig:
     lam_schedule: str | None = None  # GAIRAT: fixed | linear | piecewise
     normalize: str | None = None  # MAIL: batch (mean-one weights) | const3 (the MAIL code's 3·w)
     c: float | None = None  # LRAT C > 0: the data term's coefficient is [C − Σ_j ω_j]_+
+
+
+@dataclass
+class BilawConfig:
+    """BiLAW's learned weighting (METHODS.md §4.11); every None means the default in brackets.
+    The weight-network options apply to ``bilaw`` only, the last two to ``bilaw-np`` as well."""
+
+    input: str | None = None  # mc-margin | margin | adv-loss | loss-diff [mc-margin] (Table 8)
+    margin_on: str | None = None  # nat | adv [nat]: the logits of the (multi-class) margin
+    hidden: list[int] | None = None  # hidden widths of ω_μ [128]; ablations: 64, 256, 64,64
+    lr: float | None = None  # SGD of μ: learning rate [1e-3]
+    momentum: float | None = None  # [0.9]
+    weight_decay: float | None = None  # [1e-4]
+    val_batch_size: int | None = None  # D_meta images per meta step [128]
+    attack_on: str | None = None  # pseudo | current [pseudo]: the validation attack targets θ̃ or θ_t
+
+
+BILAW_NET_OPTIONS = ("input", "margin_on", "hidden", "lr", "momentum", "weight_decay")
+LEARNED_SCHEMES = ("bilaw", "bilaw-np")
+DEFAULT_META_SIZE = 1000  # BiLAW's D_meta (the paper: two held-out sets of 1000)
 
 
 @dataclass
@@ -109,6 +132,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bilaw: BilawConfig = field(default_factory=BilawConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,7 +173,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return from_dict(values)
 
 
-SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")
+SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval", "bilaw")
 """Where a bare key is looked up, in order: a key that several sections have takes its training
 meaning (``batch_size`` → train, ``step_size`` → attack, ``limit`` → data); the evaluation ones
 are written ``eval.batch_size``, ``eval.step_size``, ``eval.limit``."""
@@ -234,6 +258,21 @@ def _coerce(value, hint, name: str):
     return value
 
 
+def scheme_of(cfg: Config) -> str:
+    """The weighting scheme a config trains with: ``weighting.scheme``, else its method's."""
+    from irat import methods
+
+    return cfg.weighting.scheme or methods.get(cfg.train.method).weighting
+
+
+def meta_size(cfg: Config) -> int:
+    """Images of BiLAW's held-out D_meta: ``data.meta_size``, else 1000 for the learned schemes
+    (bilaw, bilaw-np) and 0 otherwise."""
+    if cfg.data.meta_size is not None:
+        return cfg.data.meta_size
+    return DEFAULT_META_SIZE if scheme_of(cfg) in LEARNED_SCHEMES else 0
+
+
 def _choice(name: str, value: str, choices: list[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
@@ -268,7 +307,11 @@ def validate(cfg: Config) -> None:
     _validate_variants(cfg)
     w = cfg.weighting
     for name, value, choices in [
-        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir", "lrat"]),
+        (
+            "weighting.scheme",
+            w.scheme,
+            ["uniform", "gairat", "wmmr", "mail", "vir", "lrat", *LEARNED_SCHEMES],
+        ),
         ("weighting.margin", w.margin, ["adv", "nat", "dif"]),
         ("weighting.lam_schedule", w.lam_schedule, ["fixed", "linear", "piecewise"]),
         ("weighting.normalize", w.normalize, ["batch", "const3"]),
@@ -281,6 +324,7 @@ def validate(cfg: Config) -> None:
         ("attack.step_size", cfg.attack.step_size is None or cfg.attack.step_size > 0, "must be > 0"),
         ("data.val_size", cfg.data.val_size >= 0, "must be >= 0"),
         ("data.limit", cfg.data.limit is None or cfg.data.limit > 0, "must be > 0"),
+        ("data.meta_size", cfg.data.meta_size is None or cfg.data.meta_size >= 0, "must be >= 0"),
         ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
@@ -302,6 +346,7 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
     _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last", "both"])
+    _validate_bilaw(cfg)
     from irat.training.assemble import burn_in_epochs
 
     burn_in_epochs(cfg)  # a reweighting method on a schedule without a drop: ConfigError
@@ -356,6 +401,65 @@ def _validate_variants(cfg: Config) -> None:
             )
     if cfg.train.data_term is not None:
         _choice("train.data_term", cfg.train.data_term, list(methods.DATA_TERMS))
+
+
+def _validate_bilaw(cfg: Config) -> None:
+    """The ``bilaw`` section: values in range, options only with the schemes they apply to, a
+    D_meta to learn from, and no ``torch.compile`` (the meta step's functional forward- and
+    reverse-mode passes are not compiled)."""
+    from irat.weighting.weight_net import INPUTS, MARGIN_INPUTS
+
+    b, scheme = cfg.bilaw, scheme_of(cfg)
+    for name, value, choices in [
+        ("bilaw.input", b.input, list(INPUTS)),
+        ("bilaw.margin_on", b.margin_on, ["nat", "adv"]),
+        ("bilaw.attack_on", b.attack_on, ["pseudo", "current"]),
+    ]:
+        if value is not None:
+            _choice(name, value, choices)
+    checks = [
+        (
+            "bilaw.hidden",
+            b.hidden is None or (len(b.hidden) > 0 and min(b.hidden) >= 1),
+            "must be widths >= 1",
+        ),
+        ("bilaw.lr", b.lr is None or b.lr > 0, "must be > 0"),
+        ("bilaw.momentum", b.momentum is None or 0 <= b.momentum < 1, "must be in [0, 1)"),
+        ("bilaw.weight_decay", b.weight_decay is None or b.weight_decay >= 0, "must be >= 0"),
+        ("bilaw.val_batch_size", b.val_batch_size is None or b.val_batch_size >= 1, "must be >= 1"),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
+    given = [f.name for f in dataclasses.fields(b) if getattr(b, f.name) is not None]
+    if scheme not in LEARNED_SCHEMES and given:
+        raise ConfigError(
+            f"bilaw.{given[0]} applies to the learned weightings (bilaw, bilaw-np), not to the "
+            f"{scheme!r} weighting of method {cfg.train.method!r}; drop it or add --weighting=bilaw"
+        )
+    net_given = [o for o in BILAW_NET_OPTIONS if getattr(b, o) is not None]
+    if scheme == "bilaw-np" and net_given:
+        raise ConfigError(
+            f"bilaw.{net_given[0]} configures the weight network, which the non-parametric bilaw-np "
+            "has none of; drop it or use --weighting=bilaw"
+        )
+    if b.margin_on is not None and (b.input or "mc-margin") not in MARGIN_INPUTS:
+        raise ConfigError(
+            f"bilaw.margin_on applies to the margin inputs ({', '.join(MARGIN_INPUTS)}), not to "
+            f"bilaw.input={b.input!r}; drop one of them"
+        )
+    if scheme in LEARNED_SCHEMES:
+        if meta_size(cfg) == 0:
+            raise ConfigError(
+                f"the {scheme} weighting learns from a held-out meta split, but data.meta_size=0; "
+                f"set --data.meta_size=N (N > 0; the paper's is {DEFAULT_META_SIZE})"
+            )
+        if cfg.train.compile != "off":
+            raise ConfigError(
+                f"train.compile={cfg.train.compile!r} cannot run the {scheme} weighting: its meta step "
+                "differentiates the model functionally in forward and reverse mode, which irat does not "
+                "compile; use --train.compile=off"
+            )
 
 
 def _value(cfg: Config, dotted: str):

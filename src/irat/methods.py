@@ -178,6 +178,31 @@ RECIPES: dict[str, Recipe] = {
                 ("lrat-saa-cw-gd", ("saa", "cw", "gd"), LRAT, "Table 2 ablation SAA+CW+GD"),
             ]
         ],
+        Recipe(
+            "bilaw",
+            "at",
+            "ce",
+            "uniform",
+            weighting="bilaw",
+            paper="BiLAW (seed 000), learned weights (§4.11)",
+        ),
+        Recipe(
+            "bilaw-trades",
+            "trades",
+            "kl",
+            "gauss_small",
+            6.0,
+            weighting="bilaw",
+            paper="BiLAW-TRADES (seed 000, Eq. 8; §4.11)",
+        ),
+        Recipe(
+            "bilaw-np",
+            "at",
+            "ce",
+            "uniform",
+            weighting="bilaw-np",
+            paper="BiLAW's non-parametric reweighting (seed 000; §4.11, DECISION #20)",
+        ),
     ]
 }
 

@@ -159,8 +159,11 @@ def weight_vs_margin(
     max_points: int = MAX_POINTS,
     seed: int = 0,
     title: str = "Instance weight vs vulnerability",
+    xlabel: str = "true-class probability at x' (p_true)",
+    xlim: tuple[float, float] = (-0.02, 1.02),
 ) -> Path:
-    """Scatter of weight vs true-class probability at x' (``p_true``), coloured by class; a second
+    """Scatter of weight vs true-class probability at x' (``p_true``; or any per-instance value
+    named by ``xlabel`` on ``xlim``, e.g. BiLAW's margin), coloured by class; a second
     panel of weight vs ``steps_to_flip`` (jittered horizontally) when it is given and recorded
     (not all −1). At most ``max_points`` points, subsampled with ``seed``."""
     weights = np.asarray(weights, dtype=np.float64)
@@ -184,8 +187,8 @@ def weight_vs_margin(
         if stf is not None:
             s = sel[stf[sel] >= 0]
             axes[1].scatter(stf[s] + jitter[np.searchsorted(keep, s)], weights[s], **style)
-    axes[0].set_xlabel("true-class probability at x' (p_true)")
-    axes[0].set_xlim(-0.02, 1.02)
+    axes[0].set_xlabel(xlabel)
+    axes[0].set_xlim(*xlim)
     if stf is not None:
         axes[1].set_xlabel("PGD iterates still correct (steps_to_flip, jittered)")
     for ax in axes:
@@ -225,6 +228,50 @@ def class_weight_over_epochs(
         ax.set_xticks(epochs)
     if k <= LEGEND_MAX_CLASSES:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def weight_by_margin_over_epochs(
+    epochs: np.ndarray,
+    margins: np.ndarray,
+    weights: np.ndarray,
+    path: str | Path,
+    *,
+    bins: int = 20,
+    xlabel: str = "p_y − max_{j≠y} p_j",
+    title: str = "Mean instance weight by margin, per epoch",
+) -> Path:
+    """Heat map of the mean weight of the instances whose margin falls in each of ``bins`` equal
+    bins of [−1, 1] (x axis), per epoch (y axis); ``margins`` and ``weights`` [E, N] with NaN
+    where not recorded; empty bins are blank. What a learned weighting maps each margin to, and
+    how that map moves during training (BiLAW's weight network; the seed's Fig. 5)."""
+    epochs = np.asarray(epochs)
+    m, w = np.asarray(margins, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    if m.shape != w.shape or m.shape[0] != len(epochs):
+        raise ValueError(f"margins {m.shape} and weights {w.shape} must both be [{len(epochs)}, N]")
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    mean = np.full((len(epochs), bins), np.nan)
+    for e in range(len(epochs)):
+        ok = np.isfinite(m[e]) & np.isfinite(w[e])
+        which = np.clip(np.digitize(m[e][ok], edges) - 1, 0, bins - 1)
+        total = np.bincount(which, weights=w[e][ok], minlength=bins)
+        count = np.bincount(which, minlength=bins)
+        mean[e] = np.divide(total, count, out=np.full(bins, np.nan), where=count > 0)
+    fig, (ax,) = _figure(size=(7.5, max(3.0, 0.25 * len(epochs) + 2)))
+    im = ax.imshow(
+        mean,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        extent=(-1.0, 1.0, -0.5, len(epochs) - 0.5),
+        interpolation="nearest",
+    )
+    fig.colorbar(im, ax=ax, label="mean instance weight", shrink=0.8)
+    step = max(1, len(epochs) // 15)
+    ax.set_yticks(range(0, len(epochs), step), [str(int(e)) for e in epochs[::step]])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("epoch")
+    ax.set_title(title)
     return _save(fig, path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irat.training.records import FIELDS, load_record
+from irat.training.records import FIELDS, OPTIONAL_FIELDS, load_record
 from irat.training.rundir import RunDir
 
 _RECORD = re.compile(r"epoch_(\d+)\.npz")
@@ -28,8 +28,9 @@ class AnalysisError(ValueError):
 @dataclass
 class Records:
     """``epochs`` [E]; ``idx``, ``y`` [N] (dataset index and label of each training image, sorted
-    by index); ``weight``, ``loss``, ``p_true`` [E, N] float32; ``steps_to_flip`` [E, N] int
-    (−1: not recorded). Values are NaN where an instance was not visited in an epoch."""
+    by index); ``weight``, ``loss``, ``p_true``, ``margin_nat``, ``margin_adv`` [E, N] float32;
+    ``steps_to_flip`` [E, N] int (−1: not recorded). Values are NaN where an instance was not
+    visited in an epoch (and the margins where they were not recorded)."""
 
     epochs: np.ndarray
     idx: np.ndarray
@@ -38,6 +39,8 @@ class Records:
     loss: np.ndarray
     p_true: np.ndarray
     steps_to_flip: np.ndarray
+    margin_nat: np.ndarray
+    margin_adv: np.ndarray
 
     def row(self, epoch: int) -> int:
         """The row of ``epoch`` in the [E, N] arrays; AnalysisError listing the recorded epochs."""
@@ -98,7 +101,7 @@ def load_records(
             rec = load_record(path)
         except Exception as e:  # truncated or foreign file
             raise AnalysisError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
-        missing = [k for k in ("idx", *FIELDS) if k not in rec]
+        missing = [k for k in ("idx", *FIELDS) if k not in rec and k not in OPTIONAL_FIELDS]
         if missing:
             raise AnalysisError(f"{path} lacks {', '.join(missing)}; it is not an irat record")
         order = np.argsort(rec["idx"], kind="stable")
@@ -113,7 +116,7 @@ def load_records(
         if y is None and "y" in rec:
             y = rec["y"][order].astype(np.int64)
         for f in FIELDS:
-            columns[f].append(rec[f][order])
+            columns[f].append(rec[f][order] if f in rec else np.full(len(order), np.nan, np.float32))
     if y is None:
         if labels is None:
             raise AnalysisError(
@@ -134,6 +137,8 @@ def load_records(
         loss=np.stack(columns["loss"]).astype(np.float32),
         p_true=np.stack(columns["p_true"]).astype(np.float32),
         steps_to_flip=np.stack(columns["steps_to_flip"]).astype(np.int64),
+        margin_nat=np.stack(columns["margin_nat"]).astype(np.float32),
+        margin_adv=np.stack(columns["margin_adv"]).astype(np.float32),
     )
 
 

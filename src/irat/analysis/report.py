@@ -5,6 +5,8 @@ weight_vs_margin.png          weight vs p_true (and vs steps_to_flip when record
 class_weight_over_epochs.png  per-class sum of weights over all recorded epochs
 adversarial_confusion.png/.csv  true vs predicted class under an attack (test split)
 learning_curves.png           metrics.jsonl: training loss, robust/clean accuracies
+learned_weight_vs_margin.png  BiLAW runs: weight vs p_y − max_{j≠y} p_j, coloured by class
+learned_weight_over_epochs.png  BiLAW runs: mean weight per margin bin, per epoch
 report.md
 """
 
@@ -20,6 +22,7 @@ from irat.analysis import plots
 from irat.analysis.confusion import adversarial_confusion
 from irat.analysis.records import AnalysisError, Records, load_records
 from irat.analysis.run import load_run
+from irat.config import LEARNED_SCHEMES, scheme_of
 from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 
@@ -97,6 +100,8 @@ def analyze(
     sections.append(_weights_section(out, recs, row, ep, names))
     sections.append(_margin_section(out, recs, row, ep, names, cfg.train.seed))
     sections.append(_over_epochs_section(out, recs, names))
+    if scheme_of(cfg) in LEARNED_SCHEMES:
+        sections.append(_learned_section(out, cfg, recs, row, ep, names))
     if limit:
         sections.append(_confusion_section(out, loaded, attack, limit, names))
     else:
@@ -189,6 +194,50 @@ def _over_epochs_section(out: Path, recs: Records, names: list[str]) -> str:
         "class_weight_over_epochs.png",
         "per-class sum of weights over epochs",
         "Sum of the instance weights of each class in every recorded epoch.",
+    )
+
+
+def _learned_section(out: Path, cfg, recs: Records, row: int, epoch: int, names: list[str]) -> str:
+    """BiLAW: the weights against the margin p_y − max_{j≠y} p_j (at x, or at x' with
+    ``bilaw.margin_on=adv`` or when no natural margin was recorded), and over the epochs."""
+    on_adv = cfg.bilaw.margin_on == "adv" or not np.isfinite(recs.margin_nat[row]).any()
+    margins = recs.margin_adv if on_adv else recs.margin_nat
+    where = "x'" if on_adv else "x"
+    label = f"margin p_y − max_(j≠y) p_j at {where}"
+    plots.weight_vs_margin(
+        recs.weight[row],
+        margins[row],
+        recs.y,
+        names,
+        out / "learned_weight_vs_margin.png",
+        seed=cfg.train.seed,
+        title=f"Learned weight vs margin, epoch {epoch}",
+        xlabel=label,
+        xlim=(-1.02, 1.02),
+    )
+    plots.weight_by_margin_over_epochs(
+        recs.epochs, margins, recs.weight, out / "learned_weight_over_epochs.png", xlabel=label
+    )
+    scheme = scheme_of(cfg)
+    source = (
+        "the weight network ω_μ (normalised per batch to mean one)"
+        if scheme == "bilaw"
+        else "the non-parametric meta-gradient weights (normalised per batch to mean one)"
+    )
+    return (
+        f"## Learned weights ({scheme})\n\n"
+        + _figure(
+            "learned_weight_vs_margin.png",
+            "learned weight vs margin",
+            f"Weight from {source} in epoch {epoch} against the margin at {where}, coloured by class.",
+        )
+        + "\n"
+        + _figure(
+            "learned_weight_over_epochs.png",
+            "mean learned weight per margin bin and epoch",
+            f"Mean weight of the training instances in each margin bin (at {where}), per epoch: "
+            "the learned map from margin to weight and how it moves during training.",
+        )
     )
 
 

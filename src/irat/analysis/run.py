@@ -50,12 +50,20 @@ def checkpoint_path(run_dir: str | Path, which: str | None, config: Config) -> P
 
 def load_data(config: Config, data_dir: str | None = None):
     """The dataset ``config`` describes (``irat.data.load``), from ``data_dir`` or ``data.root``,
-    with the split seed of ``data.seed`` (``train.seed`` when unset)."""
+    with the split seed of ``data.seed`` (``train.seed`` when unset) and the D_meta of
+    ``data.meta_size`` (a run stores the size it held out; unset: none, ``irat.train`` takes it)."""
     import irat
 
     d = config.data
     seed = d.seed if d.seed is not None else config.train.seed
-    return irat.data.load(d.dataset, root=data_dir or d.root, val_size=d.val_size, seed=seed, limit=d.limit)
+    return irat.data.load(
+        d.dataset,
+        root=data_dir or d.root,
+        val_size=d.val_size,
+        seed=seed,
+        limit=d.limit,
+        meta_size=d.meta_size or 0,
+    )
 
 
 def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None):

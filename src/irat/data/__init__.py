@@ -3,6 +3,7 @@ train/validation splits, a device-resident loader that yields indices, batched a
 
     data = irat.data.load("fashion-mnist", val_size=1000)
     data.spec, data.train, data.val, data.test
+    data = irat.data.load("fashion-mnist", val_size=1000, meta_size=1000)   # + data.meta (BiLAW)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "load",
     "names",
     "stratified_split",
+    "with_meta_split",
 ]
 
 
@@ -42,7 +44,8 @@ __all__ = [
 class Dataset:
     """A dataset's spec and its three splits (``val`` is carved out of the training file), plus
     the arguments of ``load`` that reproduce it (a run stores them in its config), where the data
-    was found (``location``) and the sha256 of each file read (``files``: path → hex digest)."""
+    was found (``location``) and the sha256 of each file read (``files``: path → hex digest).
+    ``meta``: BiLAW's held-out D_meta when one was taken (``with_meta_split``), else None."""
 
     spec: DatasetSpec
     train: Split
@@ -53,6 +56,7 @@ class Dataset:
     limit: int | None = None
     location: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    meta: Split | None = None
 
     def provenance(self) -> str:
         """One line: the dataset, the folder it came from, and its files' sha256 (shortened)."""
@@ -91,6 +95,31 @@ def _digests(entry, found: Path) -> dict[str, str]:
     return out
 
 
+META_SEED_OFFSET = 2
+"""D_meta is drawn with seed ``data.seed + 2`` (the validation split uses ``seed``, the
+``limit`` subset ``seed + 1``)."""
+
+
+def with_meta_split(data: Dataset, size: int) -> Dataset:
+    """``data`` with BiLAW's D_meta (METHODS.md §4.11): a seeded, class-stratified set of ``size``
+    training images moved out of ``data.train`` into ``data.meta``. It is taken last (after the
+    validation split, D_es, and the ``limit`` subset), so a BiLAW run trains on the baseline's
+    training images minus D_meta, and the same arguments always give the same split
+    (``load(..., meta_size=size)`` is this function)."""
+    size = int(size)
+    if data.meta is not None and len(data.meta):
+        raise DataError(f"the dataset already has a meta split of {len(data.meta)} images")
+    if size < 0 or size >= len(data.train):
+        raise DataError(
+            f"meta_size={size} must be >= 0 and leave training images ({len(data.train)} available); "
+            "choose a smaller --data.meta_size or a larger --data.limit"
+        )
+    held, rest = stratified_split(data.train.y, [size], data.seed + META_SEED_OFFSET)
+    t = data.train
+    meta = Split(t.x[held], t.y[held], t.idx[held], "meta")
+    return replace(data, train=Split(t.x[rest], t.y[rest], t.idx[rest], t.name), meta=meta)
+
+
 def _to_float(x: np.ndarray) -> torch.Tensor:
     """uint8 [N,C,H,W] → float32 / 255; float32 as is (already checked to lie in [0, 1])."""
     t = torch.from_numpy(np.ascontiguousarray(x))
@@ -120,6 +149,7 @@ def load(
     seed: int = 0,
     limit: int | None = None,
     download: bool = True,
+    meta_size: int = 0,
 ) -> Dataset:
     """Load dataset ``name`` (see ``names()``) as float tensors in [0, 1] on the CPU.
 
@@ -129,7 +159,8 @@ def load(
     ``val_size``: a seeded, class-stratified validation split taken from the training file (the
     same whatever ``limit`` is; 0 gives an empty split). ``limit``: keep a seeded, class-stratified
     subset of that many of the remaining training images (all of them when ``limit`` is larger).
-    ``Split.idx`` holds each image's index in its file's split.
+    ``meta_size``: BiLAW's D_meta, that many of those images moved to ``data.meta``
+    (``with_meta_split``; 0: none). ``Split.idx`` holds each image's index in its file's split.
     """
     entry = get(name)
     val_size, limit = int(val_size), None if limit is None else int(limit)
@@ -168,7 +199,7 @@ def load(
         chosen, _ = stratified_split(torch.from_numpy(y_train[rest.numpy()]), [limit], seed + 1)
         rest = rest[chosen]
     test_pos = torch.arange(len(y_test))
-    return Dataset(
+    data = Dataset(
         spec,
         _split(x_train, y_train, rest, "train"),
         _split(x_train, y_train, val_pos, "val"),
@@ -179,3 +210,4 @@ def load(
         location=str(found),
         files=files,
     )
+    return with_meta_split(data, meta_size) if meta_size else data

@@ -65,12 +65,17 @@ class Loader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def order(self) -> torch.Tensor:
-        """The positions of this epoch's samples, in visiting order (on the split's device)."""
+        """The positions of this epoch's samples, in visiting order (on the split's device; drawn
+        on the CPU, so the order does not depend on the device; copied without a host
+        synchronisation, as BiLAW draws a new pass of its meta split inside a training step)."""
         n = len(self.split)
         if not self.shuffle:
             return torch.arange(n, device=self.split.device)
         g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 0))
-        return torch.randperm(n, generator=g).to(self.split.device)
+        order = torch.randperm(n, generator=g)
+        if self.split.device.type == "cuda":  # pinned and asynchronous: no host synchronisation
+            return order.pin_memory().to(self.split.device, non_blocking=True)
+        return order.to(self.split.device)
 
     def __iter__(self) -> Iterator[Batch]:
         split, bs = self.split, self.batch_size

@@ -7,6 +7,10 @@ scheme with its burn-in, and the objective. Any weighting scheme combines with a
 New method families add their parts here, not in the epoch loop: LRAT/LSAT (``Recipe.variants``)
 assemble m attacks stacked per sample (``irat.attacks.variants``), the lrat weights [B, m + 1]
 and the lrat objective (``variant_plan``, ``_variant_step``).
+
+The learned weightings (bilaw, bilaw-np) keep state across steps and epochs: ``build_learned``
+makes their ``LearnedWeighting`` once per run (from the ``bilaw`` section and the held-out D_meta),
+and ``build_step`` binds it, with this epoch's attack and objective, into ``StepParts.meta_step``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from irat import attacks, methods, objectives, weighting
-from irat.config import Config, ConfigError
+from irat.config import Config, ConfigError, scheme_of
+from irat.data.split import Split
 from irat.training.schedules import first_drop
 from irat.training.step import StepParts
 from irat.types import Attack
@@ -29,6 +34,8 @@ SCHEME_OPTIONS = {
     "mail": {"gamma": "gamma", "beta": "beta", "margin": "margin", "normalize": "norm"},
     "vir": {"alpha": "alpha", "gamma": "gamma", "beta": "beta"},
     "lrat": {"alpha": "alpha", "beta": "beta", "c": "c", "lam": "lam"},
+    "bilaw": {},  # options in the config's bilaw section (build_learned)
+    "bilaw-np": {},
 }
 """Per scheme: ``weighting.<option>`` of the config → the parameter of ``irat.weighting.make``."""
 
@@ -39,6 +46,8 @@ SCHEME_BURN_IN = {
     "mail": methods.MAIL_BURN_IN,
     "vir": methods.MAIL_BURN_IN,
     "lrat": 0.0,
+    "bilaw": 0.0,  # BiLAW describes no burn-in (§4.11)
+    "bilaw-np": 0.0,
 }
 """Burn-in of a scheme used outside its own recipe (``Recipe.burn_in``'s values)."""
 
@@ -183,9 +192,42 @@ def _variant_step(cfg: Config, generator: torch.Generator | None) -> StepParts:
     )
 
 
-def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int = 0) -> StepParts:
+def build_learned(cfg: Config, num_classes: int, meta: Split) -> weighting.LearnedWeighting | None:
+    """The learned weighting of ``cfg`` (None for the formula schemes): its options from the
+    ``bilaw`` section (unset ones: ``LearnedWeighting``'s defaults), D_meta = ``meta``, seeded by
+    ``train.seed``. Built once per run: it carries the weight network across steps and epochs."""
+    name = scheme_of(cfg)
+    if name not in weighting.LEARNED:
+        return None
+    b = cfg.bilaw
+    options = {
+        "input": b.input,
+        "margin_on": b.margin_on,
+        "hidden": tuple(b.hidden) if b.hidden is not None else None,
+        "lr": b.lr,
+        "momentum": b.momentum,
+        "weight_decay": b.weight_decay,
+        "batch_size": b.val_batch_size,
+        "attack_on": b.attack_on,
+    }
+    chosen = {k: v for k, v in options.items() if v is not None}
+    try:
+        return weighting.LearnedWeighting(
+            meta, num_classes, parametric=name == "bilaw", seed=cfg.train.seed, **chosen
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_step(
+    cfg: Config,
+    generator: torch.Generator | None = None,
+    epoch: int = 0,
+    learned: weighting.LearnedWeighting | None = None,
+) -> StepParts:
     """Assemble attack, weighting and objective for ``epoch`` from the recipe named in
-    ``cfg.train.method`` and the config's overrides (any scheme with any objective)."""
+    ``cfg.train.method`` and the config's overrides (any scheme with any objective). A learned
+    weighting (bilaw, bilaw-np) needs ``learned`` from ``build_learned``."""
     recipe = methods.get(cfg.train.method)
     if recipe.variants:
         return _variant_step(cfg, generator)
@@ -195,10 +237,18 @@ def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int
     if objective_name in ("trades", "mart"):
         objective = functools.partial(objective, beta=trade_off if trade_off is not None else 6.0)
     name, params = scheme_params(cfg)
-    try:
-        scheme, needs = weighting.make(name, **params), weighting.needs(name, **params)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if name in weighting.LEARNED:
+        if learned is None:
+            raise ConfigError(
+                f"the {name} weighting is learned: pass learned=build_learned(cfg, num_classes, meta_split) "
+                "(irat.train does this)"
+            )
+        scheme, needs = learned.weights, learned.needs()
+    else:
+        try:
+            scheme, needs = weighting.make(name, **params), weighting.needs(name, **params)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     burn_in = burn_in_epochs(cfg)
     if epoch < burn_in:  # all-ones weights: no forward that only the weights read (κ stays recorded)
         needs = needs & {"kappa"}
@@ -224,10 +274,14 @@ def build_step(cfg: Config, generator: torch.Generator | None = None, epoch: int
             noise=methods.FAT_NOISE if recipe.early_stop else 0.0,
         )
     needs_nat = objectives.NEEDS_NAT[objective_name]
+    meta_step = None
+    if name in weighting.LEARNED and epoch >= burn_in:
+        meta_step = functools.partial(learned.meta_step, attack=attack, objective=objective)
     return StepParts(
         attack=attack,
         needs_nat=needs_nat,
         stats_nat="nat" in needs and not needs_nat,
         weights=weighting.with_burn_in(scheme, burn_in),
         objective=objective,
+        meta_step=meta_step,
     )

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 import irat
 from irat import attacks
 from irat.attacks.build import clean
-from irat.config import Config, from_dict, resolve_config
-from irat.data import Loader
+from irat.config import Config, ConfigError, from_dict, meta_size, resolve_config
+from irat.data import DataError, Loader, with_meta_split
 from irat.evaluation.robust import correct_under
-from irat.losses import ce, true_value
+from irat.losses import ce, pm, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
+from irat.training.assemble import build_learned, build_step, burn_in_epochs, describe_burn_in
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -79,7 +79,11 @@ def train(
     if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
-    build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    data = _hold_out_meta(cfg, data)  # BiLAW's D_meta: out of the training split (data.meta)
+    meta = getattr(data, "meta", None)
+    learned = build_learned(cfg, data.spec.num_classes, meta) if meta is not None else None
+    # a bad method/scheme combination fails here, before the run directory exists
+    build_step(cfg, learned=learned)
     _resolve_burn_in(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
@@ -98,6 +102,8 @@ def train(
     # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
     # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
+    if learned is not None:
+        learned.to(device)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
@@ -105,6 +111,8 @@ def train(
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if learned is not None:
+                learned.load_state_dict(state["weighting"])
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
@@ -139,7 +147,7 @@ def train(
             group["lr"] = lr
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
-        parts = build_step(cfg, generator, epoch)
+        parts = build_step(cfg, generator, epoch, learned)
         fast.train()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
@@ -158,6 +166,8 @@ def train(
                 loss=ce(z, s.y),
                 p_true=true_value(z.softmax(1), s.y),
                 steps_to_flip=s.steps_to_flip,
+                margin_nat=pm(s.logits_nat, s.y) if s.logits_nat is not None else None,
+                margin_adv=pm(z, s.y),
             )
             sums += torch.stack([step.loss * len(batch), (z.argmax(1) == s.y).sum().float()])
         (loss_sum, correct), count = sums.tolist(), len(train_split)
@@ -167,6 +177,8 @@ def train(
                 f"(now {lr:g}) or check the data. The last good checkpoint is {run_dir.last}"
             )
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
+        if learned is not None:
+            row.update(learned.pop_metrics())
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
             clean_ok = correct_under(model, val_split.x, val_split.y, clean)
@@ -180,16 +192,16 @@ def train(
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
         history.append(row)
-        checkpoint.save(
-            run_dir.last,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "best_epoch": best_epoch,
-                "best_val": best_val,
-            },
-        )
+        last = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_val": best_val,
+        }
+        if learned is not None:
+            last["weighting"] = learned.state_dict()
+        checkpoint.save(run_dir.last, last)
         if tc.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
@@ -210,6 +222,30 @@ def _resolve_burn_in(cfg: Config) -> None:
     cfg.weighting.burn_in = burn_in_epochs(cfg)
     if line is not None and cfg.train.progress:
         print(f"irat: {line}", file=sys.stderr)
+
+
+def _hold_out_meta(cfg: Config, data):
+    """``data`` with the D_meta the config asks for (``data.meta_size``; unset: the one ``data``
+    was loaded with, else 1000 for BiLAW's learned weightings and 0 otherwise), taken out of the
+    training split unless ``data`` holds it; the size goes into ``cfg.data.meta_size`` for reloads."""
+    have = getattr(data, "meta", None)
+    if cfg.data.meta_size is None and have is not None:
+        cfg.data.meta_size = len(have)
+    size = meta_size(cfg)
+    if have is not None and len(have) != size:
+        raise ConfigError(
+            f"the data holds a meta split of {len(have)} images but the run needs {size} "
+            "(data.meta_size); load the data without meta_size, or with the same one"
+        )
+    if have is None and size:
+        if not hasattr(data, "seed"):
+            raise ConfigError("a meta split needs data from irat.data.load (its split seed)")
+        try:
+            data = with_meta_split(data, size)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+    cfg.data.meta_size = size
+    return data
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

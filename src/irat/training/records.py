@@ -1,9 +1,10 @@
 """Per-instance record: for every training image and epoch, its weight, adversarial loss,
-true-class probability at x' and ``steps_to_flip`` (−1 when the attack did not record it); for
-LRAT/LSAT (m variants per instance) the weight is the sum of the variants' normalised weights,
-``data_coef`` the data term's coefficient c, and loss, p_true and the training accuracy are taken
-at the instance's most adversarial variant (``worst_variant``). ``data_coef`` is NaN for the
-other methods and is not required when records are read back.
+true-class probability at x', ``steps_to_flip`` (−1 when the attack did not record it) and the
+probabilistic margins ``p_y − max_{j≠y} p_j`` at x (``margin_nat``; NaN when the step computed no
+natural logits) and at x' (``margin_adv``). For LRAT/LSAT (m variants per instance) the weight is
+the sum of the variants' normalised weights, ``data_coef`` the data term's coefficient c, and loss,
+p_true, margin_adv and the training accuracy are taken at the instance's most adversarial variant
+(``worst_variant``). ``data_coef`` is NaN for the other methods.
 
 Values accumulate on the device in tensors indexed by dataset index (no host sync in the step)
 and are written once per epoch as ``records/epoch_XXX.npz`` (compressed float32/int16 arrays
@@ -22,8 +23,9 @@ from torch import Tensor
 from irat.losses import pm
 from irat.training.checkpoint import atomic_write_bytes
 
-FIELDS = ("weight", "loss", "p_true", "steps_to_flip")
-EXTRA_FIELDS = ("data_coef",)
+FIELDS = ("weight", "loss", "p_true", "steps_to_flip", "margin_nat", "margin_adv", "data_coef")
+OPTIONAL_FIELDS = ("margin_nat", "margin_adv", "data_coef")
+"""Fields that records written by earlier versions (or by other methods) may lack (read as NaN)."""
 
 
 def worst_variant(logits: Tensor, y: Tensor) -> Tensor:
@@ -52,7 +54,7 @@ class InstanceRecorder:
         self.idx = idx
         self.y = y
         size = int(idx.max()) + 1 if len(idx) else 0
-        self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS + EXTRA_FIELDS}
+        self.values = {f: torch.full((size,), float("nan"), device=idx.device) for f in FIELDS}
 
     def log(self, idx: Tensor, **values: Tensor | None) -> None:
         """Store detached per-sample values [B] at dataset indices ``idx`` [B]."""
@@ -62,7 +64,7 @@ class InstanceRecorder:
 
     def save(self, path: str | Path, epoch: int) -> None:
         """Write this epoch's arrays, aligned with ``idx``, then reset them to NaN."""
-        arrays = {f: self.values[f][self.idx].cpu().numpy() for f in FIELDS + EXTRA_FIELDS}
+        arrays = {f: self.values[f][self.idx].cpu().numpy() for f in FIELDS}
         stf = arrays["steps_to_flip"]
         arrays["steps_to_flip"] = np.where(np.isnan(stf), -1, stf).astype(np.int16)
         buf = io.BytesIO()

@@ -1,7 +1,8 @@
 """One training step, as a straight line (DESIGN.md, "The data flow of one training step"):
 
     attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
-    computed once) → weights → objective → backward → optimizer step.
+    computed once) → [meta step of a learned weighting] → weights → objective → backward →
+    optimizer step.
 
 BatchNorm modes (METHODS.md §1.1.4, "one mode per statistic"): the attack runs in eval mode; the
 objective's forwards run in train mode. A statistic of the weights compares two distributions in
@@ -15,6 +16,11 @@ model.
 Several adversarial variants per sample (LRAT/LSAT: ``x_adv`` [B, m, C, H, W]) are one forward
 of the B·m images, so their logits, statistics and weights come out shaped [B, m, ...] and the
 step stays the same line.
+
+A learned weighting (BiLAW, ``irat.weighting.LearnedWeighting``) is the one stateful weighting:
+its ``meta_step`` updates it once per step, before the weights are read, from this step's inputs
+and logits (it differentiates through their graph without changing θ, ``.grad`` or the BatchNorm
+buffers); the weights it then gives are detached like every other scheme's.
 
 No host synchronisation happens here: the caller accumulates metrics on the device.
 """
@@ -37,13 +43,16 @@ class StepParts:
     training); ``needs_nat``: the objective or the weighting needs natural logits;
     ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
     (detached, burn-in applied; [B, m + 1] for m variants, see ``irat.objectives.lrat``);
-    ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
+    ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``;
+    ``meta_step(model, batch, adv, logits_nat, logits_adv, stats, lr)``: the update of a learned
+    weighting (None for the formula schemes and during burn-in)."""
 
     attack: Attack | None
     needs_nat: bool
     stats_nat: bool
     weights: Callable[[SampleStats], Tensor]
     objective: Objective
+    meta_step: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ def train_step(
         logits_first_wrong=adv.logits_first_wrong if adv is not None else None,
         logits_nat_eval=adv.logits_nat if adv is not None else None,
     )
+    if parts.meta_step is not None:  # a learned weighting (BiLAW) learns from this step first
+        parts.meta_step(model, batch, adv, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
     w = parts.weights(stats)
     loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
     optimizer.zero_grad(set_to_none=True)

@@ -5,7 +5,8 @@ loss ``mean_i(ω_i ℓ_i)`` equals ``Σ_i w̄_i ℓ_i`` with ``w̄ = w / Σw``: 
 BiLAW, HARD) and "sum to B" (MAIL, GAIRAT code) give the same loss. When every weight is 0 (only
 possible by underflow) or the sum is not finite, the result falls back to all-ones.
 
-Shapes: ``w`` [B] (non-negative raw weights) → [B], same dtype and device, detached.
+Shapes: ``w`` [B] (non-negative raw weights) → [B], same dtype and device, detached (with
+``keep_graph=True``, BiLAW's meta step differentiates through it, METHODS.md §4.11).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import torch
 from torch import Tensor
 
 
-def normalize_to_batch(w: Tensor) -> Tensor:
+def normalize_to_batch(w: Tensor, *, keep_graph: bool = False) -> Tensor:
     """``B · w / (Σw + 1e-12)`` for raw weights ``w`` [B]; all-ones when ``Σw`` is 0 or not
-    finite. No host synchronisation (the fallback is chosen with ``torch.where``)."""
-    w = w.detach()
+    finite. No host synchronisation (the fallback is chosen with ``torch.where``). The result is
+    detached unless ``keep_graph`` (the one exception of §1.1.1: BiLAW's weight network)."""
+    if not keep_graph:
+        w = w.detach()
     if not w.is_floating_point():
         w = w.to(torch.get_default_dtype())
     total = w.sum()
