@@ -73,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
     schedule: str = "piecewise"  # piecewise | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
+    warmup: int = 0  # epochs of linear lr warm-up, step by step from lr/steps to lr (0: none)
     lr_decay: float | list[float] = 0.1  # piecewise: the lr is multiplied by this at each milestone,
     # or by one factor per milestone (GAIRAT, FAT: [0.1, 0.1, 0.5] at [0.5, 0.75, 0.9167])
     val_attack: str = "pgd-20"  # per-epoch validation attack; best checkpoint by its accuracy (§5.1)
@@ -279,6 +280,7 @@ def validate(cfg: Config) -> None:
         ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
+        ("train.warmup", 0 <= cfg.train.warmup < cfg.train.epochs, "must be >= 0 and below train.epochs"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
