@@ -91,9 +91,8 @@ def main(argv=None) -> list[dict]:
     )
     rows = []
     if not args.json:
-        print(
-            f"{len(data.train)} training images, {args.epochs} epochs, evaluation on {args.eval_images} test images"
-        )
+        n, k = len(data.train), args.eval_images
+        print(f"{n} training images, {args.epochs} epochs, evaluation on the first {k} test images")
         print("| method | model | seed | lr | warm-up | clean | PGD-20 | status | val clean per epoch |")
         print("|---|---|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):

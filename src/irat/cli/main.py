@@ -1,5 +1,5 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``.
+``irat compare``, ``irat data fetch NAME`` / ``irat data list``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
 (sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
+  irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
+  irat data list                               # where each dataset is, its files and checksums
 """
 
 
@@ -108,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", choices=["best", "last"], default="last", help="which checkpoint (default: last)"
     )
     a.add_argument("--data-dir", help="folder holding the dataset files")
+
+    d = sub.add_parser("data", help="fetch a dataset, or list where each one is")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = dsub.add_parser(
+        "fetch",
+        help="find the files, else download and verify them, else install the Debian package (apt)",
+    )
+    f.add_argument("name", help="dataset name (irat data list shows them)")
+    f.add_argument("--data-dir", help="put the files here (and only here)")
+    f.add_argument("--no-apt", action="store_true", help="never call apt-get")
+    ls = dsub.add_parser("list", help="each dataset: where it was found (or missing), its files and sha256")
+    ls.add_argument("--data-dir", help="look in this folder (and its NAME subfolder) only")
     return parser
 
 
@@ -140,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "compare":
             return _compare(args, extra)
+        if args.command == "data":
+            return _data(args)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -227,6 +243,17 @@ def _eval(args) -> int:
         res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
         print(f"checkpoint: {path} (epoch {state['epoch']})")
         print(res.to_markdown())
+    return 0
+
+
+def _data(args) -> int:
+    from irat.data import provision
+
+    if args.data_command == "list":
+        print(provision.listing(args.data_dir))
+        return 0
+    found = provision.fetch(args.name, root=args.data_dir, apt=not args.no_apt)
+    print(f"{args.name}: {found}")
     return 0
 
 

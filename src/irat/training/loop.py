@@ -27,7 +27,7 @@ from irat.config import Config, from_dict, resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
-from irat.runtime import keep_freed_memory, pick_device
+from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint, health
 from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
 from irat.training.records import InstanceRecorder
@@ -86,14 +86,18 @@ def train(
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
+    configure_cuda(device, deterministic=cfg.train.deterministic)
     model.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
     tc = cfg.train
+    channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
-    # what the steps and the validation call; checkpoints keep ``model``'s own keys
+    # what the steps call; checkpoints keep ``model``'s own keys. Validation runs the eager module:
+    # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
+    # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
@@ -105,7 +109,10 @@ def train(
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
+        files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
+        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+    if tc.progress and getattr(data, "location", None):
+        print(data.provenance(), file=sys.stderr)
 
     train_split = data.train.to(device)
     val_split = data.val.to(device)
@@ -143,7 +150,7 @@ def train(
         ):
             if epoch < tc.warmup:
                 _set_lr(optimizer, lr * warmup_factor(epoch * steps + i, tc.warmup * steps))
-            if cfg.train.channels_last:
+            if channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
@@ -165,8 +172,8 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count, "train_robust_acc": correct / count}
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            clean_ok = correct_under(fast, val_split.x, val_split.y, clean)
-            robust_ok = correct_under(fast, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
+            clean_ok = correct_under(model, val_split.x, val_split.y, clean)
+            robust_ok = correct_under(model, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
             row["val_robust_acc"] = robust_ok.float().mean().item()
             row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
