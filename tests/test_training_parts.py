@@ -138,6 +138,7 @@ def test_collapse_signs_chance_level_and_loss_blow_up():
     what = health.collapse({"train_loss": 9.0, "val_clean_acc": 0.5}, hist, 10, 1000)
     assert what == "the training loss 9 is 10 times its lowest so far"
     assert health.collapse({"train_loss": 8.9}, hist, 10, 0) is None  # 9.9×, no validation split
+    assert health.collapse({"train_loss": 1.0}, [{"train_loss": 0.0}], 10, 0) is None  # from a zero loss
     line = health.advice(what, 2, "trades", 0.1, 0)
     assert "after epoch 2" in line and "try --train.lr=0.01 or --train.warmup=2" in line
     assert "--train.warmup" not in health.advice(what, 2, "trades", 0.1, 1)

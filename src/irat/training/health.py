@@ -30,7 +30,7 @@ def collapse(row: dict, history: list[dict], num_classes: int, n_val: int) -> st
             f"{n_val} images)"
         )
     earlier = [r["train_loss"] for r in history if math.isfinite(r.get("train_loss", math.nan))]
-    if earlier and row["train_loss"] >= LOSS_GROWTH * min(earlier):
+    if earlier and min(earlier) > 0 and row["train_loss"] >= LOSS_GROWTH * min(earlier):
         loss = row["train_loss"]
         return f"the training loss {loss:.3g} is {loss / min(earlier):.0f} times its lowest so far"
     return None

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 import irat
-from irat import attacks
+from irat import attacks, methods
 from irat.attacks.build import clean
 from irat.config import Config, from_dict, resolve_config
 from irat.data import Loader
@@ -29,7 +29,7 @@ from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint, health
-from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in
+from irat.training.assemble import build_step, burn_in_epochs, describe_burn_in, train_defaults
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate, warmup_factor
@@ -82,6 +82,7 @@ def train(
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     _resolve_burn_in(cfg)
+    _resolve_train_defaults(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -220,6 +221,26 @@ def _resolve_burn_in(cfg: Config) -> None:
     cfg.weighting.burn_in = burn_in_epochs(cfg)
     if line is not None and cfg.train.progress:
         print(f"irat: {line}", file=sys.stderr)
+
+
+def _resolve_train_defaults(cfg: Config) -> None:
+    """Fill ``train.lr`` and ``train.warmup`` from the recipe where not given (stored in the run's
+    config) and say so when the recipe's value is not the usual one."""
+    chosen = train_defaults(cfg)
+    recipe, t = methods.get(cfg.train.method), cfg.train
+    notes = []
+    if t.lr is None and recipe.lr != methods.DEFAULT_LR:
+        notes.append(f"lr {recipe.lr:g}")
+    if t.warmup is None and recipe.warmup:
+        notes.append(f"{recipe.warmup} warm-up epochs")
+    t.lr, t.warmup = chosen["lr"], chosen["warmup"]
+    if notes and t.progress:
+        what = " and ".join(notes)
+        print(
+            f"irat: {t.method} trains with {what}, its recipe's default ({recipe.defaults_why}); "
+            "--train.lr / --train.warmup set others",
+            file=sys.stderr,
+        )
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
