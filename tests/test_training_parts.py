@@ -135,6 +135,10 @@ def test_collapse_signs_chance_level_and_loss_blow_up():
     assert health.collapse({"train_loss": 1.0, "val_clean_acc": 0.129}, hist, 10, 1000) is None
     what = health.collapse({"train_loss": 1.0, "val_clean_acc": 0.102}, hist, 10, 1000)
     assert what == "validation clean accuracy 10.2 % is at chance level (10 classes, 1000 images)"
+    hist = [{"train_loss": 1.2, "val_clean_acc": 0.789}, {"train_loss": 0.9, "val_clean_acc": 0.628}]
+    what = health.collapse({"train_loss": 3.6, "val_clean_acc": 0.196}, hist, 10, 1000)
+    assert what == "validation clean accuracy fell to 19.6 %, less than half its best (78.9 %)"
+    assert health.collapse({"train_loss": 3.6, "val_clean_acc": 0.40}, hist, 10, 1000) is None
     what = health.collapse({"train_loss": 9.0, "val_clean_acc": 0.5}, hist, 10, 1000)
     assert what == "the training loss 9 is 10 times its lowest so far"
     assert health.collapse({"train_loss": 8.9}, hist, 10, 0) is None  # 9.9×, no validation split

@@ -5,6 +5,9 @@ likely cause and what to try; the run goes on. (A non-finite loss stops the run 
 * **chance level**: validation clean accuracy not above guessing, i.e. at most
   ``1/n + 3·sqrt((1/n)(1 − 1/n)/N)`` for n classes and N validation images (three standard
   deviations of a guesser's accuracy; 12.8 % for 10 classes and 1000 images);
+* **accuracy collapse**: validation clean accuracy below half of its best so far (TRADES at lr 0.1
+  on Fashion-MNIST, seed 1: 78.9 % after epoch 0, 19.6 % after epoch 2, a loss only 3.6 times its
+  lowest);
 * **loss blow-up**: a training loss at least 10 times the lowest of the earlier epochs.
 """
 
@@ -29,6 +32,10 @@ def collapse(row: dict, history: list[dict], num_classes: int, n_val: int) -> st
             f"validation clean accuracy {100 * acc:.1f} % is at chance level ({num_classes} classes, "
             f"{n_val} images)"
         )
+    best = max((r["val_clean_acc"] for r in history if "val_clean_acc" in r), default=None)
+    if acc is not None and best is not None and acc < 0.5 * best:
+        now, top = f"{100 * acc:.1f} %", f"{100 * best:.1f} %"
+        return f"validation clean accuracy fell to {now}, less than half its best ({top})"
     earlier = [r["train_loss"] for r in history if math.isfinite(r.get("train_loss", math.nan))]
     if earlier and min(earlier) > 0 and row["train_loss"] >= LOSS_GROWTH * min(earlier):
         loss = row["train_loss"]
