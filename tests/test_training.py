@@ -128,3 +128,71 @@ def test_a_run_reloads_the_split_its_data_was_loaded_with(tiny_npz, tmp_path):
     run = irat.train(model, data, "at", 1, 0.1, out=tmp_path / "r", steps=1, progress=False)  # train.seed 0
     assert run.config.data.seed == 3
     assert torch.equal(load_run(run.dir).data.val.idx, data.val.idx)
+
+
+def test_warmup_raises_the_learning_rate_step_by_step_then_follows_the_schedule(
+    tiny_npz, tmp_path, monkeypatch
+):
+    from irat.training import loop
+
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)
+    seen, step = [], loop.train_step
+
+    def recording(model, batch, parts, optimizer, epoch):
+        seen.append((epoch, optimizer.param_groups[0]["lr"]))
+        return step(model, batch, parts, optimizer, epoch)
+
+    monkeypatch.setattr(loop, "train_step", recording)
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=data.spec)
+    irat.train(
+        model,
+        data,
+        method="at",
+        epochs=3,
+        eps=0.05,
+        steps=1,
+        lr=0.2,
+        batch_size=120,
+        warmup=2,
+        milestones=[0.67],
+        out=tmp_path / "w",
+        progress=False,
+    )
+    # 360 training images, batch 120: 3 steps per epoch, 6 warm-up steps from 0.2/6 to 0.2
+    got = [(e, round(lr, 6)) for e, lr in seen]
+    assert got == [
+        (0, 0.033333),
+        (0, 0.066667),
+        (0, 0.1),
+        (1, 0.133333),
+        (1, 0.166667),
+        (1, 0.2),
+        (2, 0.02),
+        (2, 0.02),
+        (2, 0.02),
+    ]
+
+
+def test_a_collapsed_run_warns_once_and_goes_on(tiny_npz, tmp_path, capsys):
+    data = irat.data.load("npz", root=tiny_npz, val_size=40)
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=data.spec)
+    # lr ≈ 0: the model stays at its initialisation, which guesses (4 classes, 40 images)
+    run = irat.train(
+        model,
+        data,
+        method="trades",
+        epochs=2,
+        eps=0.05,
+        steps=1,
+        lr=1e-12,
+        out=tmp_path / "c",
+        progress=False,
+    )
+    err = capsys.readouterr().err
+    assert err.count("WARNING: after epoch 0 validation clean accuracy") == 1  # once, not per epoch
+    assert (
+        "the trades run has probably collapsed" in err and "try --train.lr=1e-13 or --train.warmup=2" in err
+    )
+    assert len(run.history) == 2 and "warning" in run.history[0] and "warning" not in run.history[1]

@@ -117,3 +117,32 @@ def test_sanity_checks_flag_inconsistent_results():
     flat = check_eps_sweep({0.1: 0.5, 0.2: 0.5, 0.4: 0.5}, n=200)
     assert len(flat) == 1 and "does not fall" in flat[0]
     assert check_eps_sweep({0.1: 0.0, 0.2: 0.0, 0.4: 0.0}, n=200) == []
+
+
+def test_warmup_factor_grows_linearly_step_by_step():
+    from irat.training.schedules import warmup_factor
+
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0  # no warm-up
+
+
+def test_collapse_signs_chance_level_and_loss_blow_up():
+    from irat.training import health
+
+    # 10 classes, 1000 images: 0.1 + 3·sqrt(0.09/1000) = 0.12846
+    assert health.chance_level(10, 1000) == pytest.approx(0.12846, abs=1e-5)
+    hist = [{"train_loss": 1.2}, {"train_loss": 0.9}]
+    assert health.collapse({"train_loss": 1.0, "val_clean_acc": 0.129}, hist, 10, 1000) is None
+    what = health.collapse({"train_loss": 1.0, "val_clean_acc": 0.102}, hist, 10, 1000)
+    assert what == "validation clean accuracy 10.2 % is at chance level (10 classes, 1000 images)"
+    hist = [{"train_loss": 1.2, "val_clean_acc": 0.789}, {"train_loss": 0.9, "val_clean_acc": 0.628}]
+    what = health.collapse({"train_loss": 3.6, "val_clean_acc": 0.196}, hist, 10, 1000)
+    assert what == "validation clean accuracy fell to 19.6 %, less than half its best (78.9 %)"
+    assert health.collapse({"train_loss": 3.6, "val_clean_acc": 0.40}, hist, 10, 1000) is None
+    what = health.collapse({"train_loss": 9.0, "val_clean_acc": 0.5}, hist, 10, 1000)
+    assert what == "the training loss 9 is 10 times its lowest so far"
+    assert health.collapse({"train_loss": 8.9}, hist, 10, 0) is None  # 9.9×, no validation split
+    assert health.collapse({"train_loss": 1.0}, [{"train_loss": 0.0}], 10, 0) is None  # from a zero loss
+    line = health.advice(what, 2, "trades", 0.1, 0)
+    assert "after epoch 2" in line and "try --train.lr=0.01 or --train.warmup=2" in line
+    assert "--train.warmup" not in health.advice(what, 2, "trades", 0.1, 1)

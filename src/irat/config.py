@@ -94,11 +94,12 @@ class TrainConfig:
     trade_off: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float | None = None  # None: the method's default (0.1; see irat.methods); a run stores it
     momentum: float = 0.9
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
     schedule: str = "piecewise"  # piecewise | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
+    warmup: int | None = None  # epochs of linear lr warm-up, step by step (0: none; None: the method's)
     lr_decay: float | list[float] = 0.1  # piecewise: the lr is multiplied by this at each milestone,
     # or by one factor per milestone (GAIRAT, FAT: [0.1, 0.1, 0.5] at [0.5, 0.75, 0.9167])
     val_attack: str = "pgd-20"  # per-epoch validation attack; best checkpoint by its accuracy (§5.1)
@@ -327,7 +328,12 @@ def validate(cfg: Config) -> None:
         ("data.meta_size", cfg.data.meta_size is None or cfg.data.meta_size >= 0, "must be >= 0"),
         ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
-        ("train.lr", cfg.train.lr > 0, "must be > 0"),
+        ("train.lr", cfg.train.lr is None or cfg.train.lr > 0, "must be > 0"),
+        (
+            "train.warmup",
+            cfg.train.warmup is None or 0 <= cfg.train.warmup < cfg.train.epochs,
+            "must be >= 0 and below train.epochs",
+        ),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("weighting.c", cfg.weighting.c is None or cfg.weighting.c > 0, "must be > 0 (LRAT's C)"),
@@ -347,9 +353,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
     _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last", "both"])
     _validate_bilaw(cfg)
-    from irat.training.assemble import burn_in_epochs
+    from irat.training.assemble import burn_in_epochs, train_defaults
 
     burn_in_epochs(cfg)  # a reweighting method on a schedule without a drop: ConfigError
+    warmup = train_defaults(cfg)["warmup"]
+    if warmup >= cfg.train.epochs:
+        raise ConfigError(
+            f"train.warmup={warmup} (the {cfg.train.method} default) must be below train.epochs"
+        )
     from irat.evaluation.evaluate import split_images
 
     try:

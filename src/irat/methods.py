@@ -22,11 +22,13 @@ class Recipe:
     hyper-parameters. ``burn_in``: how long the weights stay all ones: ``FIRST_DROP`` (until the
     first learning-rate drop of the run's schedule, as MAIL, VIR, WMMR and GAIRAT do), or a share
     of training (0.1 = "the first 10 of 100 epochs", rounded to whole epochs); ``weighting.burn_in``
-    overrides it with a number of epochs (``irat.training.assemble.burn_in_epochs``). ``early_stop``: FAT's
-    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``step``: the training attack's
-    step as a fraction of ε when ``attack.step_size`` is unset. ``variants``: LRAT/LSAT's attacks,
-    one adversarial variant per instance each (``VARIANTS``; empty: one training attack).
-    ``paper``: the source.
+    overrides it with a number of epochs (``irat.training.assemble.burn_in_epochs``). ``lr`` and
+    ``warmup``: the learning rate and linear warm-up epochs a run takes when ``train.lr`` /
+    ``train.warmup`` are not given (``irat.training.assemble.train_defaults``), ``defaults_why``
+    their source when they are not the usual ones. ``early_stop``: FAT's early-stopped PGD with
+    the dynamic budget τ of ``fat_tau``. ``step``: the training attack's step as a fraction of ε
+    when ``attack.step_size`` is unset. ``variants``: LRAT/LSAT's attacks, one adversarial variant
+    per instance each (``VARIANTS``; empty: one training attack). ``paper``: the source.
     """
 
     name: str
@@ -41,6 +43,13 @@ class Recipe:
     step: float = 0.25
     variants: tuple[str, ...] = ()
     paper: str = ""
+    lr: float = 0.1  # DEFAULT_LR
+    warmup: int = 0
+    defaults_why: str = ""
+
+
+DEFAULT_LR = 0.1
+"""The learning rate of every recipe that does not carry its own (BiLAW's Fashion-MNIST setting)."""
 
 
 FIRST_DROP = "first-drop"

@@ -75,6 +75,17 @@ def burn_in_epochs(cfg: Config) -> int:
     return drop
 
 
+def train_defaults(cfg: Config) -> dict:
+    """``{"lr": ..., "warmup": ...}`` of this run: ``train.lr`` / ``train.warmup`` where given, else
+    the recipe's (``Recipe.lr``, ``Recipe.warmup``): never a change of a value the user set."""
+    recipe = methods.get(cfg.train.method)
+    t = cfg.train
+    return {
+        "lr": t.lr if t.lr is not None else recipe.lr,
+        "warmup": t.warmup if t.warmup is not None else recipe.warmup,
+    }
+
+
 def _burn_in_rule(cfg: Config) -> tuple[str, float | str]:
     recipe = methods.get(cfg.train.method)
     scheme = cfg.weighting.scheme or recipe.weighting

@@ -1,9 +1,10 @@
 """``irat.train``: the epoch loop around ``train_step``.
 
-Each epoch: set the learning rate, run the steps (metrics accumulate on the device, read once),
-evaluate PGD robustness on the validation split, keep the best checkpoint by validation robust
-accuracy (Rice et al. early stopping) and the last one, write the per-instance record and a
-metrics row. Seeding is per epoch (loader order, attack starts, validation attack), so a killed
+Each epoch: set the learning rate (step by step during a warm-up), run the steps (metrics
+accumulate on the device, read once), evaluate PGD robustness on the validation split, keep the
+best checkpoint by validation robust accuracy (Rice et al. early stopping) and the last one, write
+the per-instance record and a metrics row, and warn once if the run looks collapsed
+(``health.py``). Seeding is per epoch (loader order, attack starts, validation attack), so a killed
 run resumed from ``last.pt`` reproduces the uninterrupted run.
 """
 
@@ -20,18 +21,18 @@ import torch
 from tqdm.auto import tqdm
 
 import irat
-from irat import attacks
+from irat import attacks, methods
 from irat.attacks.build import clean
 from irat.config import Config, ConfigError, from_dict, meta_size, resolve_config
 from irat.data import DataError, Loader, with_meta_split
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, pm, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
-from irat.training import checkpoint
-from irat.training.assemble import build_learned, build_step, burn_in_epochs, describe_burn_in
+from irat.training import checkpoint, health
+from irat.training.assemble import build_learned, build_step, burn_in_epochs, describe_burn_in, train_defaults
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
 from irat.training.rundir import RunDir
-from irat.training.schedules import learning_rate
+from irat.training.schedules import learning_rate, warmup_factor
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -85,6 +86,7 @@ def train(
     # a bad method/scheme combination fails here, before the run directory exists
     build_step(cfg, learned=learned)
     _resolve_burn_in(cfg)
+    _resolve_train_defaults(cfg)
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -133,6 +135,7 @@ def train(
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
 
+    warned = False  # one collapse warning per run
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         lr = learning_rate(
@@ -143,15 +146,19 @@ def train(
             milestones=tc.milestones,
             gamma=tc.lr_decay,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        _set_lr(optimizer, lr)
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
         parts = build_step(cfg, generator, epoch, learned)
         fast.train()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
-        for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
+        steps = len(loader)
+        for i, batch in enumerate(
+            tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch")
+        ):
+            if epoch < tc.warmup:
+                _set_lr(optimizer, lr * warmup_factor(epoch * steps + i, tc.warmup * steps))
             if channels_last:
                 batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
@@ -188,6 +195,11 @@ def train(
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
+        what = health.collapse(row, history, data.spec.num_classes, len(val_split))
+        if what is not None and not warned:
+            row["warning"] = health.advice(what, epoch, tc.method, lr, tc.warmup)
+            print(f"irat: {row['warning']}", file=sys.stderr)
+            warned = True
         row["time_s"] = time.perf_counter() - t0
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
@@ -203,7 +215,9 @@ def train(
             last["weighting"] = learned.state_dict()
         checkpoint.save(run_dir.last, last)
         if tc.progress:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            shown = {
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "warning"
+            }
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
 
     return Run(
@@ -246,6 +260,31 @@ def _hold_out_meta(cfg: Config, data):
             raise ConfigError(str(e)) from None
     cfg.data.meta_size = size
     return data
+
+
+def _resolve_train_defaults(cfg: Config) -> None:
+    """Fill ``train.lr`` and ``train.warmup`` from the recipe where not given (stored in the run's
+    config) and say so when the recipe's value is not the usual one."""
+    chosen = train_defaults(cfg)
+    recipe, t = methods.get(cfg.train.method), cfg.train
+    notes = []
+    if t.lr is None and recipe.lr != methods.DEFAULT_LR:
+        notes.append(f"lr {recipe.lr:g}")
+    if t.warmup is None and recipe.warmup:
+        notes.append(f"{recipe.warmup} warm-up epochs")
+    t.lr, t.warmup = chosen["lr"], chosen["warmup"]
+    if notes and t.progress:
+        what = " and ".join(notes)
+        print(
+            f"irat: {t.method} trains with {what}, its recipe's default ({recipe.defaults_why}); "
+            "--train.lr / --train.warmup set others",
+            file=sys.stderr,
+        )
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

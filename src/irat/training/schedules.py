@@ -10,6 +10,10 @@
 * ``cosine``: ``lr · ½(1 + cos(π·epoch/E))``.
 * ``constant``: ``lr``.
 
+Warm-up (``train.warmup = N`` epochs, ``warmup_factor``): over the first N epochs the learning rate
+grows linearly, step by step, from ``lr/S`` to ``lr`` (S = N × steps per epoch), multiplying the
+schedule's value; it never changes where the schedule drops.
+
 ``first_drop`` is the first epoch at a lower learning rate, the epoch from which the papers
 reweight ("reweighting starts when the LR first drops"):
 * ``piecewise``: ``round(m_i · E)`` of the earliest milestone whose factor is below 1;
@@ -81,3 +85,9 @@ def first_drop(
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     return epoch if epoch is not None and epoch < epochs else None
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The linear warm-up multiplier of 0-based global ``step``: ``(step + 1) / warmup_steps``
+    during the first ``warmup_steps`` steps, then 1 (also when ``warmup_steps`` is 0)."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
