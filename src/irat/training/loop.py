@@ -135,7 +135,7 @@ def train(
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
 
-    warned = False  # one collapse warning per run
+    warned = any("warning" in r for r in history)  # one collapse warning per run, resumed or not
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         lr = learning_rate(
