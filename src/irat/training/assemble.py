@@ -9,6 +9,7 @@ New method families add their parts here, not in the epoch loop.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -61,13 +62,20 @@ def burn_in_epochs(cfg: Config) -> int:
 
 
 def train_defaults(cfg: Config) -> dict:
-    """``{"lr": ..., "warmup": ...}`` of this run: ``train.lr`` / ``train.warmup`` where given, else
-    the recipe's (``Recipe.lr``, ``Recipe.warmup``): never a change of a value the user set."""
+    """``{"lr": ..., "warmup": ..., "why": ...}`` of this run: ``train.lr`` / ``train.warmup``
+    where given, else the recipe's (``Recipe.lr``, ``Recipe.warmup``; with ``train.objective`` overriding the
+    recipe's objective, the learning rate of that objective's own recipe): never a change of a value
+    the user set."""
     recipe = methods.get(cfg.train.method)
     t = cfg.train
+    objective = t.objective or recipe.objective
+    if objective != recipe.objective:  # another objective brings its own recipe's learning rate
+        own = methods.get(methods.OBJECTIVE_RECIPE[objective])
+        recipe = dataclasses.replace(recipe, lr=own.lr, defaults_why=own.defaults_why)
     return {
         "lr": t.lr if t.lr is not None else recipe.lr,
         "warmup": t.warmup if t.warmup is not None else recipe.warmup,
+        "why": recipe.defaults_why,
     }
 
 
