@@ -48,3 +48,18 @@ def test_throughput_script_writes_every_field(capsys):
         parts = [r[k] for k in ("attack_forward_s", "attack_backward_s", "weights_s", "update_s")]
         assert all(p >= 0 for p in parts) and 0 < r["attack_fraction"] < 1
     assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one JSON line per configuration
+
+
+def test_stability_script_trains_each_method_at_its_defaults_and_reports(fmnist_small, monkeypatch):
+    stability = _script("stability")
+    monkeypatch.setattr(irat.data, "load", lambda *a, **k: fmnist_small)
+    rows = stability.main(
+        "--methods at,trades --models fc1 --seeds 0 --epochs 1 --eval-images 40 --json".split()
+    )
+    assert [(r["method"], r["lr"]) for r in rows] == [
+        ("at", 0.1),
+        ("trades", 0.01),
+    ]  # each at its own default
+    for r in rows:
+        assert r["status"] in ("ok",) or r["status"].startswith("collapse warning")
+        assert 0 <= r["pgd20"] <= r["clean"] <= 1 and len(r["val_clean"]) == 1
