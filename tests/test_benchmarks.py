@@ -102,3 +102,18 @@ def test_throughput_measures_bilaw_s_meta_step_and_memory():
     assert meta_at == 0 < meta_bilaw
     # the pseudo-update's graph and the validation batch: more memory and work per step than AT
     assert mem_bilaw > mem_at > 0 and flops_bilaw > flops_at
+
+
+def test_stability_script_trains_each_method_at_its_defaults_and_reports(fmnist_small, monkeypatch):
+    stability = _script("stability")
+    monkeypatch.setattr(irat.data, "load", lambda *a, **k: fmnist_small)
+    rows = stability.main(
+        "--methods at,trades --models fc1 --seeds 0 --epochs 1 --eval-images 40 --json".split()
+    )
+    assert [(r["method"], r["lr"]) for r in rows] == [
+        ("at", 0.1),
+        ("trades", 0.01),
+    ]  # each at its own default
+    for r in rows:
+        assert r["status"] in ("ok",) or r["status"].startswith("collapse warning")
+        assert 0 <= r["pgd20"] <= r["clean"] <= 1 and len(r["val_clean"]) == 1

@@ -338,3 +338,46 @@ def test_a_bad_scheme_option_fails_before_the_run_directory_exists(fmnist_small,
     with pytest.raises(ConfigError, match="weighting.lam does not apply"):
         _train(fmnist_small, tmp_path / "bad", "mail-at", **{"weighting.lam": 1.0})
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_recipes_on_the_trades_objective_default_to_trades_own_learning_rate(method):
+    """Issue 18: TRADES collapses at lr 0.1 on Fashion-MNIST tiny-cnn; its recipes carry TRADES'
+    own small-network lr (0.01); every other recipe keeps 0.1. A value the user gives wins."""
+    from irat.training.assemble import train_defaults
+
+    trades = methods.get(method).objective == "trades"
+    assert train_defaults(_cfg(method))["lr"] == (0.01 if trades else 0.1)
+    assert train_defaults(_cfg(method, lr=0.1))["lr"] == 0.1  # never a silent change of the user's choice
+    assert train_defaults(_cfg(method, warmup=2))["warmup"] == 2
+
+
+def test_an_objective_override_brings_its_own_recipe_s_learning_rate():
+    from irat.training.assemble import train_defaults
+
+    assert train_defaults(_cfg("at", objective="trades"))["lr"] == 0.01
+    assert train_defaults(_cfg("mail-trades", objective="at"))["lr"] == 0.1
+    assert train_defaults(_cfg("vir-at", objective="mart"))["lr"] == 0.1
+
+
+def test_a_run_says_and_stores_the_recipe_s_learning_rate(fmnist_small, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=fmnist_small.spec)
+    run = irat.train(
+        model, fmnist_small, method="trades", epochs=1, eps=0.1, out=tmp_path / "t", steps=1, milestones=[1.0]
+    )
+    assert "irat: trades trains with lr 0.01 by default (TRADES' own setting" in capsys.readouterr().err
+    stored = RunDir(run.dir).read_config()["train"]
+    assert stored["lr"] == 0.01 and stored["warmup"] == 0 and run.history[0]["lr"] == 0.01
+    run = irat.train(
+        model,
+        fmnist_small,
+        method="trades",
+        epochs=1,
+        eps=0.1,
+        out=tmp_path / "u",
+        steps=1,
+        lr=0.1,
+        milestones=[1.0],
+    )
+    assert "by default" not in capsys.readouterr().err and run.history[0]["lr"] == 0.1

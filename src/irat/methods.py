@@ -51,6 +51,16 @@ class Recipe:
 DEFAULT_LR = 0.1
 """The learning rate of every recipe that does not carry its own (BiLAW's Fashion-MNIST setting)."""
 
+TRADES_LR = 0.01
+TRADES_LR_WHY = (
+    "TRADES' own setting for small networks without BatchNorm, its MNIST code; MAIL and VIR train "
+    "ResNet-18 at 0.01 too. At 0.1 TRADES collapses on Fashion-MNIST tiny-cnn (docs/results.md, issue 18)"
+)
+"""The default learning rate of the recipes on the TRADES objective (trades, fat-trades,
+mail-trades, vir-trades): the KL term's gradient with respect to the natural logits,
+p ⊙ (log p − log q − KL) times 1/λ = 6, grows with the adversarial log-ratio where CE's is bounded
+by √2, and at lr 0.1 with momentum 0.9 it blows the weights up (docs/results.md, issue 18)."""
+
 
 FIRST_DROP = "first-drop"
 """Burn-in until the first learning-rate drop of the run's schedule
@@ -98,16 +108,38 @@ def fat_tau(epoch: int, epochs: int) -> int:
     return 0 if progress <= 50 / 120 else 1 if progress <= 90 / 120 else 2
 
 
+def _objective_lr(objective: str) -> dict:
+    """The learning-rate fields of a recipe on ``objective``: TRADES' for the TRADES objective."""
+    return {"lr": TRADES_LR, "defaults_why": TRADES_LR_WHY} if objective == "trades" else {}
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
         Recipe("plain", "natural", None, "none", paper="natural training (METHODS §4.1)"),
         Recipe("at", "at", "ce", "uniform", paper="Madry et al. 2018, PGD-AT (METHODS §4.2)"),
-        Recipe("trades", "trades", "kl", "gauss_small", 6.0, paper="Zhang et al. 2019 (METHODS §4.3)"),
+        Recipe(
+            "trades",
+            "trades",
+            "kl",
+            "gauss_small",
+            6.0,
+            paper="Zhang et al. 2019 (METHODS §4.3)",
+            lr=TRADES_LR,
+            defaults_why=TRADES_LR_WHY,
+        ),
         Recipe("mart", "mart", "ce", "gauss_small", 6.0, paper="Wang et al. 2020 (METHODS §4.4)"),
         Recipe("fat", "at", "ce", "uniform", early_stop=True, paper="Zhang et al. 2020, FAT (§4.5)"),
         Recipe(
-            "fat-trades", "trades", "kl", "gauss_small", 6.0, early_stop=True, paper="FAT for TRADES (§4.5)"
+            "fat-trades",
+            "trades",
+            "kl",
+            "gauss_small",
+            6.0,
+            early_stop=True,
+            paper="FAT for TRADES (§4.5)",
+            lr=TRADES_LR,
+            defaults_why=TRADES_LR_WHY,
         ),
         Recipe(
             "gairat",
@@ -140,6 +172,7 @@ RECIPES: dict[str, Recipe] = {
                 params={"gamma": gamma, "beta": beta, "margin": "adv", "normalize": "batch"},
                 burn_in=MAIL_BURN_IN,
                 paper=f"Wang et al. 2021, MAIL-{base.upper()} (§4.8)",
+                **_objective_lr(base),
             )
             for base, gamma, beta, trade_off in [
                 ("at", 30.0, -0.07, None),
@@ -158,6 +191,7 @@ RECIPES: dict[str, Recipe] = {
                 params={"alpha": alpha, "gamma": gamma, "beta": beta},
                 burn_in=MAIL_BURN_IN,
                 paper=f"VIR (seed 003), VIR-{base.upper()} (§4.9)",
+                **_objective_lr(base),
             )
             for base, alpha, gamma, beta, trade_off in [
                 ("at", 7.0, 10.0, 0.007, None),
@@ -214,6 +248,10 @@ RECIPES: dict[str, Recipe] = {
         ),
     ]
 }
+
+
+OBJECTIVE_RECIPE = {"natural": "plain", "at": "at", "trades": "trades", "mart": "mart"}
+"""The recipe whose defaults an objective brings when ``train.objective`` overrides a recipe's."""
 
 
 def names() -> list[str]:

@@ -15,6 +15,7 @@ and ``build_step`` binds it, with this epoch's attack and objective, into ``Step
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -76,13 +77,20 @@ def burn_in_epochs(cfg: Config) -> int:
 
 
 def train_defaults(cfg: Config) -> dict:
-    """``{"lr": ..., "warmup": ...}`` of this run: ``train.lr`` / ``train.warmup`` where given, else
-    the recipe's (``Recipe.lr``, ``Recipe.warmup``): never a change of a value the user set."""
+    """``{"lr": ..., "warmup": ..., "why": ...}`` of this run: ``train.lr`` / ``train.warmup``
+    where given, else the recipe's (``Recipe.lr``, ``Recipe.warmup``; with ``train.objective`` overriding the
+    recipe's objective, the learning rate of that objective's own recipe): never a change of a value
+    the user set."""
     recipe = methods.get(cfg.train.method)
     t = cfg.train
+    objective = t.objective or recipe.objective
+    if objective != recipe.objective:  # another objective brings its own recipe's learning rate
+        own = methods.get(methods.OBJECTIVE_RECIPE[objective])
+        recipe = dataclasses.replace(recipe, lr=own.lr, defaults_why=own.defaults_why)
     return {
         "lr": t.lr if t.lr is not None else recipe.lr,
         "warmup": t.warmup if t.warmup is not None else recipe.warmup,
+        "why": recipe.defaults_why,
     }
 
 

@@ -265,19 +265,18 @@ def _hold_out_meta(cfg: Config, data):
 def _resolve_train_defaults(cfg: Config) -> None:
     """Fill ``train.lr`` and ``train.warmup`` from the recipe where not given (stored in the run's
     config) and say so when the recipe's value is not the usual one."""
-    chosen = train_defaults(cfg)
-    recipe, t = methods.get(cfg.train.method), cfg.train
+    chosen, t = train_defaults(cfg), cfg.train
     notes = []
-    if t.lr is None and recipe.lr != methods.DEFAULT_LR:
-        notes.append(f"lr {recipe.lr:g}")
-    if t.warmup is None and recipe.warmup:
-        notes.append(f"{recipe.warmup} warm-up epochs")
+    if t.lr is None and chosen["lr"] != methods.DEFAULT_LR:
+        notes.append(f"lr {chosen['lr']:g}")
+    if t.warmup is None and chosen["warmup"]:
+        notes.append(f"{chosen['warmup']} warm-up epochs")
     t.lr, t.warmup = chosen["lr"], chosen["warmup"]
     if notes and t.progress:
         what = " and ".join(notes)
         print(
-            f"irat: {t.method} trains with {what}, its recipe's default ({recipe.defaults_why}); "
-            "--train.lr / --train.warmup set others",
+            f"irat: {t.method} trains with {what} by default ({chosen['why']}); --train.lr / --train.warmup "
+            "set others",
             file=sys.stderr,
         )
 
