@@ -505,6 +505,7 @@ def test_names():
         "cw-K",
         "cw-K:STEP",
         "autoattack",
+        "autoattack-rand",
         "apgd-ce",
         "apgd-t",
         "fab-t",

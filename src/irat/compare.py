@@ -85,7 +85,7 @@ def compare(
     comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():
         torch.manual_seed(cfg.train.seed)
-        model = irat.models.create(cfg.model.name, dataset=data.spec)
+        model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
         run_dir = RunDir(out / method)
         irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
         names = checkpoint_names(None, cfg)

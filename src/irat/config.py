@@ -32,6 +32,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "tiny-cnn"  # a name from `irat.models.names()`
+    preprocess: str | None = None  # none | quantize-L: non-differentiable input step (masking studies)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class EvalConfig:
     batch_size: int | None = None  # None: 500 on the CPU; on a GPU the whole split, halved on OOM
     checkpoint: str = "best"  # best | last | both (irat eval and irat compare report each)
     step_size: float | None = None  # PGD-k / CW-k step (None: eps/4); restarts via names, e.g. pgd-20x5
+    bpda: bool = False  # attacks see through the model's declared preprocessing (identity backward)
 
 
 @dataclass
@@ -243,6 +245,10 @@ def validate(cfg: Config) -> None:
     _choice("data.dataset", cfg.data.dataset, data.names())
     if cfg.model.name not in models.names() and not cfg.model.name.startswith("wrn-"):
         _choice("model.name", cfg.model.name, models.names())
+    try:
+        models.preprocess.parse_preprocess(cfg.model.preprocess)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _choice("train.method", cfg.train.method, methods.names())
     if cfg.train.objective is not None:
         _choice("train.objective", cfg.train.objective, list(objectives.OBJECTIVES))

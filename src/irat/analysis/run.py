@@ -58,9 +58,11 @@ def load_data(config: Config, data_dir: str | None = None):
     return irat.data.load(d.dataset, root=data_dir or d.root, val_size=d.val_size, seed=seed, limit=d.limit)
 
 
-def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None):
+def evaluate_run(
+    model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None, bpda=None
+):
     """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
-    ``attacks``, ``limit`` and ``batch_size`` override its ``eval`` section when given."""
+    ``attacks``, ``limit``, ``batch_size`` and ``bpda`` override its ``eval`` section when given."""
     import irat
 
     e = config.eval
@@ -76,6 +78,7 @@ def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, 
         progress=config.train.progress,
         spec=data.spec,
         step_size=e.step_size,
+        bpda=bpda if bpda is not None else e.bpda,
     )
 
 
@@ -92,6 +95,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     path = checkpoint_path(run_dir, checkpoint, cfg)
     data = load_data(cfg, data_dir)
     device = pick_device(cfg.train.device)
-    model = irat.models.create(cfg.model.name, dataset=data.spec).to(device)
+    model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
+    model = model.to(device)
     model.load_state_dict(ckpt.load(path, map_location=device)["model"])
     return LoadedRun(config=cfg, data=data, model=model, checkpoint=path, device=device)

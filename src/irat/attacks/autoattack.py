@@ -4,7 +4,10 @@
   9 targets × 100 iterations) → FAB-T (9 targets) → Square (5000 queries, p_init 0.8), each run
   only on the points still robust; the robust accuracy is the fraction surviving all four.
 * a single component (``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``) runs with exactly the
-  settings it has inside the standard cascade.
+  settings it has inside the standard cascade (``square_queries`` shortens Square, for the
+  sanity probe of ``irat.evaluation.masking``);
+* ``version="rand"`` (``autoattack-rand``): the package's cascade for randomised defences,
+  APGD-CE then APGD-DLR, each averaging the gradient over 20 draws of the model (EOT).
 
 The number of target classes is capped at ``n_cls − 1`` (the package indexes the ``k``-th
 largest logit). The model runs in ``eval()`` mode and its parameters are frozen during the call
@@ -61,6 +64,8 @@ def autoattack(
     seed: int | None = None,
     batch_size: int | None = None,
     verbose: bool = False,
+    version: str = "standard",
+    square_queries: int | None = None,
 ) -> AttackResult:
     """Run AutoAttack (``attacks=None``: the standard cascade) or the listed components on
     ``x`` [B, C, H, W] in [0, 1] (float32; the package casts to float32). Returns ``x_adv`` (x
@@ -72,6 +77,8 @@ def autoattack(
         raise ValueError(f"unknown norm {norm!r} for AutoAttack; valid: {', '.join(_NORMS)}")
     if not float(eps) >= 0:
         raise ValueError(f"eps={eps} must be >= 0")
+    if version not in ("standard", "rand") or (version == "rand" and attacks is not None):
+        raise ValueError(f"AutoAttack version={version!r}: standard (optionally with attacks=) or rand")
     if attacks is not None:
         bad = [a for a in attacks if a not in COMPONENTS]
         if bad or not attacks:
@@ -88,6 +95,8 @@ def autoattack(
             with torch.no_grad():
                 return AttackResult(x_adv=x.clone(), logits_adv=model(x))
         to_run = list(COMPONENTS) if attacks is None else list(attacks)
+        if version == "rand":
+            to_run = ["apgd-ce", "apgd-dlr"] if n_cls >= 3 else ["apgd-ce"]
         if n_cls < 4 and "apgd-t" in to_run:
             if attacks is not None:
                 raise ValueError(f"apgd-t (targeted DLR) needs at least 4 classes, the model has {n_cls}")
@@ -97,12 +106,14 @@ def autoattack(
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with frozen_parameters(model), torch.random.fork_rng(devices=devices), _contained(verbose):
             adversary = AutoAttack(
-                model, norm=_NORMS[key], eps=float(eps), seed=seed, version="standard", device=x.device
+                model, norm=_NORMS[key], eps=float(eps), seed=seed, version=version, device=x.device
             )
             adversary.verbose = verbose
             adversary.attacks_to_run = to_run
             adversary.apgd_targeted.n_target_classes = min(_MAX_TARGETS, n_cls - 1)
             adversary.fab.n_target_classes = min(_MAX_TARGETS, n_cls - 1)
+            if square_queries is not None:
+                adversary.square.n_queries = int(square_queries)
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size or max(1, len(y)))
         x_adv = x_adv.detach().to(x.dtype)
         with torch.no_grad():

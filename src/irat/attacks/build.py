@@ -16,7 +16,8 @@ Names:
   parsed without ``eval`` (``parse_step``);
 * ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-t``, ``fab-t``,
   ``square``: one AutoAttack component with its standard settings; a ``+``-joined list of them
-  (``apgd-ce+square``) runs that custom cascade.
+  (``apgd-ce+square``) runs that custom cascade; ``autoattack-rand``: the package's version for
+  randomised defences (APGD-CE and APGD-DLR with 20 EOT draws per gradient).
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -45,7 +46,8 @@ _AA_KW = {"seed", "batch_size", "verbose"}
 
 def names() -> list[str]:
     """The attack names ``build`` understands (K: the number of iterations, e.g. ``pgd-20``)."""
-    return ["clean", "fgsm", "pgd-K", "pgd-K:STEP", "cw-K", "cw-K:STEP", "autoattack", *COMPONENTS]
+    iterative = ["pgd-K", "pgd-K:STEP", "cw-K", "cw-K:STEP"]
+    return ["clean", "fgsm", *iterative, "autoattack", "autoattack-rand", *COMPONENTS]
 
 
 def parse_step(text: str, eps: float) -> float:
@@ -138,6 +140,8 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, **aa_kw)
+    if key == "autoattack-rand":
+        return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, version="rand", **aa_kw)
     listed = key.split("+")
     if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
   irat eval runs/at --attacks clean,pgd-20:eps/4,pgd-100:1/255,autoattack@1000 --checkpoint both
+  irat eval runs/q --attacks clean,pgd-20,square --bpda   # see through declared preprocessing
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation batch (default: 500 on the CPU, the whole split on a GPU; halved on out-of-memory)",
     )
     e.add_argument("--data-dir", help="folder holding the dataset files")
+    e.add_argument(
+        "--bpda",
+        action="store_true",
+        default=None,
+        help="attacks use the identity in the backward pass of the model's declared non-differentiable "
+        "preprocessing (BPDA), to confirm a gradient-masking warning",
+    )
 
     a = sub.add_parser(
         "analyze",
@@ -187,7 +195,7 @@ def _train(args, overrides: list[str]) -> int:
         cfg = load(args.config, overrides)
     torch.manual_seed(cfg.train.seed)
     data = load_data(cfg, args.data_dir)
-    model = irat.models.create(cfg.model.name, dataset=data.spec)
+    model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
     run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
     last = run.history[-1] if run.history else {}
     print(f"run: {run.dir}")
@@ -205,6 +213,7 @@ def _train(args, overrides: list[str]) -> int:
                 checkpoint=None,
                 batch_size=None,
                 data_dir=args.data_dir,
+                bpda=None,
             )
         )
     return 0
@@ -238,7 +247,13 @@ def _eval(args) -> int:
         state = checkpoint.load(path, map_location=run.device)
         run.model.load_state_dict(state["model"])
         res = evaluate_run(
-            run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
+            run.model,
+            run.data,
+            run.config,
+            attacks=attacks,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            bpda=args.bpda,
         )
         res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
         print(f"checkpoint: {path} (epoch {state['epoch']})")

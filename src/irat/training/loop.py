@@ -79,6 +79,7 @@ def train(
     if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
+    cfg.model.preprocess = getattr(model, "irat_preprocess", cfg.model.preprocess)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     _resolve_burn_in(cfg)
     run_dir = RunDir(out)
