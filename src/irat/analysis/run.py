@@ -11,6 +11,9 @@ import torch
 
 from irat.config import Config
 
+PROGRESS_FOLDER = ".eval_progress"
+"""Where a run's unfinished evaluation keeps its per-batch progress."""
+
 
 @dataclass
 class LoadedRun:
@@ -59,10 +62,20 @@ def load_data(config: Config, data_dir: str | None = None):
 
 
 def evaluate_run(
-    model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None, bpda=None
+    model: torch.nn.Module,
+    data,
+    config: Config,
+    *,
+    attacks=None,
+    limit=None,
+    batch_size=None,
+    bpda=None,
+    run_dir: str | Path | None = None,
 ):
     """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
-    ``attacks``, ``limit``, ``batch_size`` and ``bpda`` override its ``eval`` section when given."""
+    ``attacks``, ``limit``, ``batch_size`` and ``bpda`` override its ``eval`` section when given.
+    ``run_dir``: the evaluation keeps its progress in ``run_dir/.eval_progress`` after every
+    finished batch, so a killed evaluation resumes (``irat.evaluation.progress``)."""
     import irat
 
     e = config.eval
@@ -79,6 +92,7 @@ def evaluate_run(
         spec=data.spec,
         step_size=e.step_size,
         bpda=bpda if bpda is not None else e.bpda,
+        resume_dir=Path(run_dir) / PROGRESS_FOLDER if run_dir is not None else None,
     )
 
 
@@ -97,5 +111,5 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     device = pick_device(cfg.train.device)
     model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
     model = model.to(device)
-    model.load_state_dict(ckpt.load(path, map_location=device)["model"])
+    ckpt.restore(model, ckpt.load(path, map_location=device), path, cfg)
     return LoadedRun(config=cfg, data=data, model=model, checkpoint=path, device=device)

@@ -166,13 +166,38 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         return _eval(args)
     except KeyboardInterrupt:
-        print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
+        print(f"irat: interrupted; {_resume_hint(args)}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except OSError as e:  # disk full, read-only folder (WriteError names the file)
+        if os.environ.get("IRAT_DEBUG"):
+            raise
+        hint = "" if isinstance(e, FileNotFoundError) else f"; {_resume_hint(args)}"
+        print(f"irat: error: {e}{hint}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as e:
         if os.environ.get("IRAT_DEBUG"):
             raise
         print(f"irat: error: {e}", file=sys.stderr)
         return 2
+
+
+def _resume_hint(args) -> str:
+    """What to run after an interruption or a failed write: each command resumes where it stopped
+    (training from its last checkpoint, evaluation from its last finished batch)."""
+    if args.command == "train":
+        from irat.training.rundir import RunDir
+
+        last = RunDir(args.out).last
+        kept = f"the last good checkpoint is {last}; " if last.exists() else ""
+        return f"{kept}resume with: irat train --out {args.out} --resume"
+    if args.command == "compare":
+        return (
+            "run the same irat compare command again: finished runs are kept, the others resume from their "
+            "last checkpoint and evaluation from its last finished batch"
+        )
+    if args.command == "eval":
+        return "run the same irat eval command again: it resumes after the last finished batch"
+    return "run the same command again"
 
 
 def _train(args, overrides: list[str]) -> int:
@@ -240,12 +265,13 @@ def _eval(args) -> int:
     from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    checkpoint.check_writable(args.run_dir)  # results and progress go there: fail before any attack
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     names = checkpoint_names(args.checkpoint, run.config)
     for which in names:
         path = checkpoint_path(args.run_dir, which, run.config) if len(names) > 1 else run.checkpoint
         state = checkpoint.load(path, map_location=run.device)
-        run.model.load_state_dict(state["model"])
+        checkpoint.restore(run.model, state, path, run.config)
         res = evaluate_run(
             run.model,
             run.data,
@@ -254,6 +280,7 @@ def _eval(args) -> int:
             limit=args.limit,
             batch_size=args.batch_size,
             bpda=args.bpda,
+            run_dir=args.run_dir,
         )
         res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
         print(f"checkpoint: {path} (epoch {state['epoch']})")

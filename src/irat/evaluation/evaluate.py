@@ -23,6 +23,7 @@ from torch import Tensor
 from irat import attacks as attack_lib
 from irat.attacks.build import clean
 from irat.evaluation import masking
+from irat.evaluation.progress import Progress, model_digest, progress_key, tensor_digest
 from irat.evaluation.robust import correct_under
 from irat.evaluation.sanity import check_accuracies
 from irat.models.preprocess import bpda as bpda_mode
@@ -139,6 +140,7 @@ def evaluate(
     spec=None,
     step_size: float | None = None,
     bpda: bool = False,
+    resume_dir: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
@@ -149,7 +151,10 @@ def evaluate(
     ``irat.evaluation.sanity`` and the gradient-masking probes of ``irat.evaluation.masking`` (ε
     sweep, input gradients, randomness, a Square probe) and print warnings to stderr. ``bpda``:
     every attack and probe sees through the model's declared ``irat.models.Preprocessing`` with
-    the identity backward (``ValueError`` if it declares none).
+    the identity backward (``ValueError`` if it declares none). ``resume_dir``: a folder where
+    each attack keeps its progress after every finished batch, so that a killed evaluation
+    started again goes on from there (``irat.evaluation.progress``); the files are deleted when
+    the evaluation is complete.
     ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
     whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
     """
@@ -176,6 +181,13 @@ def evaluate(
             images[name] = min(count or n, n)
 
         clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
+        keys = {}
+        if resume_dir is not None:
+            same = dict(
+                eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda, model=model_digest(model)
+            )
+            for name, k in images.items():
+                keys[name] = progress_key(attack=name, images=tensor_digest(x[:k], y[:k]), **same)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
             k = images[name]
@@ -189,6 +201,7 @@ def evaluate(
                 batch_size=batch_size,
                 progress=progress,
                 desc=name,
+                resume=Progress(resume_dir, keys[name]) if name in keys else None,
             ).cpu()
         m = min(images.values())  # the images every attack ran on
         worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
@@ -209,6 +222,8 @@ def evaluate(
                 warnings += probe.warnings
             for w in warnings:
                 print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
+        for key in keys.values():  # complete: nothing left to resume
+            Progress(resume_dir, key).clear()
         return EvalResult(
             accuracy=accuracy,
             per_sample={**per_sample, "worst-case": worst},

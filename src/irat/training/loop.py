@@ -102,9 +102,10 @@ def train(
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
+        checkpoint.check_writable(run_dir.path)  # a full or read-only disk fails now, not after an epoch
         state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
         if state is not None:
-            model.load_state_dict(state["model"])
+            checkpoint.restore(model, state, run_dir.last, cfg)
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
@@ -125,6 +126,7 @@ def train(
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
+    owner = checkpoint.owner(cfg)  # stored with every checkpoint: another run's file is refused
 
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
@@ -173,7 +175,7 @@ def train(
             row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
-                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
+                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner})
         row["time_s"] = time.perf_counter() - t0
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
@@ -186,6 +188,7 @@ def train(
                 "epoch": epoch,
                 "best_epoch": best_epoch,
                 "best_val": best_val,
+                "owner": owner,
             },
         )
         if tc.progress:

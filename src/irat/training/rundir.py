@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from irat.training.checkpoint import atomic_write_text
+from irat.training.checkpoint import WriteError, atomic_write_text
 
 
 class RunDirError(ValueError):
@@ -47,9 +47,19 @@ class RunDir:
             )
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
-        (self.path / "records").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.metrics_path, "")
+        made = [p for p in (*reversed(self.path.parents), self.path, self.path / "records") if not p.exists()]
+        try:
+            (self.path / "records").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+            atomic_write_text(self.metrics_path, "")
+        except OSError as e:  # disk full, read-only: leave nothing behind
+            self.config_path.unlink(missing_ok=True)
+            for p in reversed(made):
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(self.path / "records", e) from e
 
     def read_config(self) -> dict:
         if not self.exists():
