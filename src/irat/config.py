@@ -138,7 +138,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+            raise ConfigError(
+                f"config file {path} is not valid YAML ({yaml_problem(e)}); fix that line"
+            ) from None
     for item in overrides or []:
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep:
@@ -146,6 +148,13 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         section, name = key.split(".", 1) if "." in key else bare_key(key)
         values.setdefault(section, {})[name] = yaml.safe_load(raw) if raw != "" else None
     return from_dict(values)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line 3: expected ',' or ']'``."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")

@@ -266,6 +266,7 @@ def _eval(args) -> int:
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
     checkpoint.check_writable(args.run_dir)  # results and progress go there: fail before any attack
+    checkpoint.remove_temporaries(args.run_dir)  # of a killed write
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     names = checkpoint_names(args.checkpoint, run.config)
     for which in names:

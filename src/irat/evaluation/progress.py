@@ -103,7 +103,11 @@ class Progress:
             torch.cuda.set_rng_state(saved.cuda_rng, device)
 
     def clear(self) -> None:
+        from irat.training.checkpoint import remove_temporaries
+
         self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir():
+            remove_temporaries(self.path.parent)
         try:
             self.path.parent.rmdir()  # only when empty
         except OSError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -74,6 +75,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.XXXX.tmp``) that a process killed in the middle of
+    ``atomic_write_bytes`` left in ``folder``; returns them. Call it only where no other irat
+    process is writing."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def check_writable(folder: str | Path) -> None:
     """``WriteError`` now, before any work, if ``folder`` (created if missing) cannot take a file."""
     probe = Path(folder) / ".irat-write-check"
@@ -101,8 +114,14 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...
+        text = str(e)
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if code is not None:
+            detail = f"it asks to run {code.group(1)}, and irat never executes code from a checkpoint"
+        else:
+            detail = f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
         raise ValueError(
-            f"checkpoint {path} is unreadable or not an irat checkpoint ({type(e).__name__}: {e}); "
+            f"checkpoint {path} is unreadable or not an irat checkpoint ({detail}); "
             "delete it to start over, or resume from another run directory"
         ) from None
     if not isinstance(state, dict):

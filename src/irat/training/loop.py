@@ -102,7 +102,7 @@ def train(
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
-        checkpoint.check_writable(run_dir.path)  # a full or read-only disk fails now, not after an epoch
+        run_dir.prepare_resume()  # a full or read-only disk fails now, not after an epoch
         state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
         if state is not None:
             checkpoint.restore(model, state, run_dir.last, cfg)
