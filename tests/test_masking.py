@@ -234,3 +234,22 @@ def test_cli_eval_warns_on_a_quantised_run_and_bpda_confirms(tiny_npz, tmp_path,
     assert main(["eval", str(out), "--attacks", "clean,pgd-10", "--bpda"]) == 0
     captured = capsys.readouterr()
     assert "exactly zero" not in captured.err and "attacks with BPDA" in captured.out
+
+
+def test_autoattack_rand_runs_the_packages_eot_cascade(trained, monkeypatch):  # noqa: F811
+    """The attack the randomness warning recommends: the package's version for randomised
+    defences, APGD-CE then APGD-DLR with 20 EOT draws per gradient (the package is not run here)."""
+    import pyautoattack
+
+    seen = {}
+
+    def record(self, x, y, batch_size):
+        seen.update(version=self.version, attacks=list(self.attacks_to_run), eot=self.apgd.eot_iter)
+        return x, y
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", record)
+    test = _toy(8, 5)
+    irat.attacks.build("autoattack-rand", eps=0.3)(trained, test.x, test.y)
+    assert seen == {"version": "rand", "attacks": ["apgd-ce", "apgd-dlr"], "eot": 20}
+    with pytest.raises(ValueError, match="standard"):
+        irat.attacks.autoattack(trained, test.x, test.y, eps=0.3, version="rand", attacks=["apgd-ce"])
