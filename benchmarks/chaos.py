@@ -4,9 +4,11 @@ time, and check that nothing is lost (issue 9, "Nothing lost on a crash").
 For each command: one uninterrupted reference run; then the same command in a fresh folder,
 started again and again, each start killed after a random delay (SIGKILL, and every fourth kill
 a Ctrl-C, SIGINT, sent once the interpreter is up) until the command has been killed
-``--kills`` times, then left to finish. After every kill the folder must be readable: the
-config parses, every metrics row is JSON, every checkpoint loads with ``weights_only=True``,
-every record and evaluation file parses. At the end the results must equal the reference:
+``--kills`` times, then left to finish (a start that finishes before its kill is compared with
+the reference and the folder started afresh, so that every kill hits unfinished work). After
+every kill the folder must be readable: the config parses, every metrics row is JSON, every
+checkpoint loads with ``weights_only=True``, every record and evaluation file parses. At the end
+the results must equal the reference:
 metrics (without timings), the last checkpoint's weights bit for bit, ``eval.json``,
 ``comparison.json``; no temporary file may be left. A Ctrl-C must end with exit status 130 and
 the one line that says how to resume.
@@ -170,12 +172,22 @@ def run_to_end(args: list[str], log: Path) -> float:
 
 
 def chaos(
-    name: str, args: list[str], folder: Path, kills: int, rng: random.Random, start_s: float, span: float
-):
-    """Start ``args`` again and again, killing each start after a random delay, ``kills`` times;
-    then let it finish. Returns the counts and the problems seen."""
-    log = folder / f"{name}.log"
-    stats = {"sigkill": 0, "sigint": 0, "sigint_clean": 0, "finished_before_kill": 0, "unreadable": []}
+    name: str,
+    args: list[str],
+    folder: Path,
+    kills: int,
+    rng: random.Random,
+    start_s: float,
+    span: float,
+    reference: Path,
+    fresh: callable,
+) -> dict:
+    """Start ``args`` again and again, killing each start after a random delay in [0.1 s, span],
+    until ``kills`` kills; a start that finishes first is compared with ``reference`` and its
+    folder made ``fresh()`` again, so every kill hits unfinished work. Then let it finish.
+    Returns the counts and the problems seen."""
+    log = folder.parent / f"{name}.log"
+    stats = {"sigkill": 0, "sigint": 0, "sigint_clean": 0, "finished_early": 0, "unreadable": [], "differ": 0}
     starts = 0
     while stats["sigkill"] + stats["sigint"] < kills:
         starts += 1
@@ -185,12 +197,15 @@ def chaos(
         proc = irat(args, log)
         try:
             proc.wait(timeout=delay)
-            stats["finished_before_kill"] += 1
-            if proc.returncode != 0:
-                raise SystemExit(f"irat {name} failed on start {starts}:\n{log.read_text()}")
-            break  # it finished: nothing left to interrupt
         except subprocess.TimeoutExpired:
             pass
+        else:
+            if proc.returncode != 0:
+                raise SystemExit(f"irat {name} failed on start {starts}:\n{log.read_text()}")
+            stats["finished_early"] += 1  # a complete result after some kills: check it, start over
+            stats["differ"] += results(reference) != results(folder)
+            fresh()
+            continue
         if ctrl_c:
             proc.send_signal(signal.SIGINT)
             rc = proc.wait()
@@ -205,13 +220,11 @@ def chaos(
             proc.wait()
             stats["sigkill"] += 1
         stats["unreadable"] += readable(folder)
-    while True:  # finish (a start that was not killed)
-        starts += 1
-        proc = irat(args, log)
-        if proc.wait() == 0:
-            break
+    starts += 1
+    if irat(args, log).wait() != 0:  # finish: a start that is not killed
         raise SystemExit(f"irat {name} failed after the kills:\n{log.read_text()}")
     stats["starts"] = starts
+    stats["differ"] += results(reference) != results(folder)
     return stats
 
 
@@ -235,26 +248,34 @@ def main(argv: list[str] | None = None) -> dict:
     start_s = time.perf_counter() - t0
     ref_cmds, hit_cmds = commands(npz, ref), commands(npz, hit)
     names = args.only.split(",") if args.only else list(ref_cmds)
+    base = out / "base" / "run"
     if "eval" in names:  # the evaluated run: one short training, copied for both sides
-        base = out / "base"
-        base.mkdir()
-        train = commands(npz, base)["train"][:-3] + ["--epochs=2", "--out", str(base / "run")]
+        train = commands(npz, out / "base")["train"][:-3] + ["--epochs=2", "--out", str(base)]
         run_to_end(train, out / "base.log")
-        shutil.copytree(base / "run", ref / "eval")
-        shutil.copytree(base / "run", hit / "eval")
+        shutil.copytree(base, ref / "eval")
     report = {"kills_per_command": args.kills, "seed": args.seed, "commands": {}}
     for name in names:
+        target = hit / name
+
+        def fresh(target=target, name=name):
+            shutil.rmtree(target, ignore_errors=True)
+            if name == "eval":
+                shutil.copytree(base, target)
+
+        fresh()
         seconds = run_to_end(ref_cmds[name], out / f"reference-{name}.log")
-        stats = chaos(name, hit_cmds[name], hit, args.kills, rng, start_s, span=seconds)
-        same = results(ref) == results(hit)
-        stats.update(reference_s=round(seconds, 1), same_results=same, temporaries=temporaries(hit))
+        stats = chaos(name, hit_cmds[name], target, args.kills, rng, start_s, seconds, ref / name, fresh)
+        stats.update(reference_s=round(seconds, 1), temporaries=temporaries(target))
+        stats["same_results"] = stats["differ"] == 0
         report["commands"][name] = stats
         if not args.json:
             print(
                 f"{name}: {stats['sigkill']} SIGKILL + {stats['sigint']} Ctrl-C "
-                f"({stats['sigint_clean']} clean) over {stats['starts']} starts; "
-                f"unreadable: {len(stats['unreadable'])}; results equal the uninterrupted run: {same}; "
-                f"temporaries left: {len(stats['temporaries'])}; reference {seconds:.0f} s",
+                f"({stats['sigint_clean']} clean) over {stats['starts']} starts "
+                f"({stats['finished_early']} finished before their kill, started over); "
+                f"unreadable: {len(stats['unreadable'])}; every result equals the uninterrupted run: "
+                f"{stats['same_results']}; temporaries left: {len(stats['temporaries'])}; "
+                f"reference {seconds:.0f} s",
                 flush=True,
             )
     c = report["commands"].values()
