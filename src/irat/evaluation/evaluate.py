@@ -186,8 +186,9 @@ def evaluate(
             same = dict(
                 eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda, model=model_digest(model)
             )
+            digests = {k: tensor_digest(x[:k], y[:k]) for k in set(images.values())}
             for name, k in images.items():
-                keys[name] = progress_key(attack=name, images=tensor_digest(x[:k], y[:k]), **same)
+                keys[name] = progress_key(attack=name, images=digests[k], **same)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
             k = images[name]
