@@ -23,7 +23,7 @@ from torch import Tensor
 from irat import attacks as attack_lib
 from irat.attacks.build import clean
 from irat.evaluation import masking
-from irat.evaluation.progress import Progress, model_digest, progress_key, tensor_digest
+from irat.evaluation.progress import Progress, progress_keys
 from irat.evaluation.robust import correct_under
 from irat.evaluation.sanity import check_accuracies
 from irat.models.preprocess import bpda as bpda_mode
@@ -181,14 +181,10 @@ def evaluate(
             images[name] = min(count or n, n)
 
         clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
-        keys = {}
+        keys = {}  # attack name → its progress file, when resumable
         if resume_dir is not None:
-            same = dict(
-                eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda, model=model_digest(model)
-            )
-            digests = {k: tensor_digest(x[:k], y[:k]) for k in set(images.values())}
-            for name, k in images.items():
-                keys[name] = progress_key(attack=name, images=digests[k], **same)
+            settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)
+            keys = progress_keys(model, x, y, images, **settings)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
             k = images[name]

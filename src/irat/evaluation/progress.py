@@ -46,6 +46,19 @@ def progress_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def progress_keys(
+    model: torch.nn.Module, x: Tensor, y: Tensor, images: dict[str, int], **settings
+) -> dict[str, str]:
+    """The key of each attack ``name`` run on the first ``images[name]`` of ``x``, ``y``: its
+    name, ``settings`` (ε, norm, seed, ...), the model's weights and those images."""
+    model_hash = model_digest(model)
+    digests = {k: tensor_digest(x[:k], y[:k]) for k in set(images.values())}
+    return {
+        name: progress_key(attack=name, images=digests[k], model=model_hash, **settings)
+        for name, k in images.items()
+    }
+
+
 @dataclass
 class Saved:
     """``done`` images finished; ``predictions`` [done] long; the random states to go on with."""
