@@ -178,7 +178,7 @@ def probe(
         "broken_by_white_box": n_broken,
         "margin_drop_pgd": drop_pgd,
         "margin_drop_random": drop_random,
-        "white_box": ["pgd-20", *(name for name in evaluated if is_white_box(name))],
+        "white_box": ["pgd-20 (eps sweep)", *(name for name in evaluated if is_white_box(name))],
         "gradient_zero_ce": shares["zero_ce"],
         "gradient_zero_margin": shares["zero_margin"],
         "gradient_nonfinite": shares["nonfinite"],
