@@ -509,6 +509,7 @@ def test_names():
         "cw-K",
         "cw-K:STEP",
         "autoattack",
+        "autoattack-rand",
         "apgd-ce",
         "apgd-dlr",
         "apgd-t",

@@ -117,3 +117,25 @@ def test_stability_script_trains_each_method_at_its_defaults_and_reports(fmnist_
     for r in rows:
         assert r["status"] in ("ok",) or r["status"].startswith("collapse warning")
         assert 0 <= r["pgd20"] <= r["clean"] <= 1 and len(r["val_clean"]) == 1
+
+
+def test_chaos_harness_checks_find_damage_and_compare_runs(tiny_npz, tmp_path):
+    """benchmarks/chaos.py's own checks (its 20+ kills are run on purpose, not here)."""
+    import shutil
+
+    from irat.cli.main import main
+
+    chaos = _script("chaos")
+    run = tmp_path / "a" / "run"
+    args = ["--data.dataset=npz", f"--data.root={tiny_npz}", "--data.val_size=40", "--model.name=fc1"]
+    assert main(["train", *args, "--epochs=1", "--steps=1", "--progress=false", "--out", str(run)]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert chaos.readable(tmp_path / "a") == [] and chaos.temporaries(tmp_path / "a") == []
+    assert chaos.results(tmp_path / "a") == chaos.results(tmp_path / "b")
+    (tmp_path / "b" / "run" / ".last.pt.x1.tmp").write_bytes(b"half")
+    assert chaos.temporaries(tmp_path / "b") == [str(tmp_path / "b" / "run" / ".last.pt.x1.tmp")]
+    (tmp_path / "b" / "run" / "last.pt").write_bytes(b"half a checkpoint")
+    (problem,) = chaos.readable(tmp_path / "b")
+    assert "last.pt is unreadable" in problem
+    (tmp_path / "b" / "run" / "last.pt").unlink()
+    assert chaos.results(tmp_path / "a") != chaos.results(tmp_path / "b")

@@ -93,14 +93,15 @@ def compare(
     comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():
         torch.manual_seed(cfg.train.seed)
-        model = irat.models.create(cfg.model.name, dataset=data.spec)
+        model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
         run_dir = RunDir(out / method)
-        irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
+        run = irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
         names = checkpoint_names(None, cfg)
         for i, which in enumerate(names):  # the selected checkpoint first, then "last" for both
-            state = checkpoint.load(checkpoint_path(run_dir.path, which, method_cfg), map_location="cpu")
-            model.load_state_dict(state["model"])
-            res = evaluate_run(model, data, cfg)
+            path = checkpoint_path(run_dir.path, which, method_cfg)
+            state = checkpoint.load(path, map_location="cpu")
+            checkpoint.restore(model, state, path, run.config)
+            res = evaluate_run(model, data, cfg, run_dir=run_dir.path)
             res.save(run_dir.path, stem="eval" if len(names) == 1 else f"eval_{which}")
             if i == 0:
                 comparison.results[method], comparison.best_epoch[method] = res, state["epoch"]

@@ -33,6 +33,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "tiny-cnn"  # a name from `irat.models.names()`
+    preprocess: str | None = None  # none | quantize-L: non-differentiable input step (masking studies)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class EvalConfig:
     batch_size: int | None = None  # None: 500 on the CPU; on a GPU the whole split, halved on OOM
     checkpoint: str = "best"  # best | last | both (irat eval and irat compare report each)
     step_size: float | None = None  # PGD-k / CW-k step (None: eps/4); restarts via names, e.g. pgd-20x5
+    bpda: bool = False  # attacks see through the model's declared preprocessing (identity backward)
 
 
 @dataclass
@@ -164,7 +166,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+            raise ConfigError(
+                f"config file {path} is not valid YAML ({yaml_problem(e)}); fix that line"
+            ) from None
     for item in overrides or []:
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep:
@@ -172,6 +176,13 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         section, name = key.split(".", 1) if "." in key else bare_key(key)
         values.setdefault(section, {})[name] = yaml.safe_load(raw) if raw != "" else None
     return from_dict(values)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line 3: expected ',' or ']'``."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval", "bilaw")
@@ -286,6 +297,10 @@ def validate(cfg: Config) -> None:
     _choice("data.dataset", cfg.data.dataset, data.names())
     if cfg.model.name not in models.names() and not cfg.model.name.startswith("wrn-"):
         _choice("model.name", cfg.model.name, models.names())
+    try:
+        models.preprocess.parse_preprocess(cfg.model.preprocess)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _choice("train.method", cfg.train.method, methods.names())
     if cfg.train.objective is not None:
         _choice("train.objective", cfg.train.objective, list(objectives.OBJECTIVES))

@@ -237,6 +237,7 @@ RECIPES: dict[str, Recipe] = {
             6.0,
             weighting="bilaw",
             paper="BiLAW-TRADES (seed 000, Eq. 8; §4.11)",
+            **_objective_lr("trades"),
         ),
         Recipe(
             "bilaw-np",

@@ -11,6 +11,9 @@ import torch
 
 from irat.config import Config
 
+PROGRESS_FOLDER = ".eval_progress"
+"""Where a run's unfinished evaluation keeps its per-batch progress."""
+
 
 @dataclass
 class LoadedRun:
@@ -66,9 +69,21 @@ def load_data(config: Config, data_dir: str | None = None):
     )
 
 
-def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None):
+def evaluate_run(
+    model: torch.nn.Module,
+    data,
+    config: Config,
+    *,
+    attacks=None,
+    limit=None,
+    batch_size=None,
+    bpda=None,
+    run_dir: str | Path | None = None,
+):
     """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
-    ``attacks``, ``limit`` and ``batch_size`` override its ``eval`` section when given."""
+    ``attacks``, ``limit``, ``batch_size`` and ``bpda`` override its ``eval`` section when given.
+    ``run_dir``: the evaluation keeps its progress in ``run_dir/.eval_progress`` after every
+    finished batch, so a killed evaluation resumes (``irat.evaluation.progress``)."""
     import irat
 
     e = config.eval
@@ -84,6 +99,8 @@ def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, 
         progress=config.train.progress,
         spec=data.spec,
         step_size=e.step_size,
+        bpda=bpda if bpda is not None else e.bpda,
+        resume_dir=Path(run_dir) / PROGRESS_FOLDER if run_dir is not None else None,
     )
 
 
@@ -100,6 +117,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     path = checkpoint_path(run_dir, checkpoint, cfg)
     data = load_data(cfg, data_dir)
     device = pick_device(cfg.train.device)
-    model = irat.models.create(cfg.model.name, dataset=data.spec).to(device)
-    model.load_state_dict(ckpt.load(path, map_location=device)["model"])
+    model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
+    model = model.to(device)
+    ckpt.restore(model, ckpt.load(path, map_location=device), path, cfg)
     return LoadedRun(config=cfg, data=data, model=model, checkpoint=path, device=device)

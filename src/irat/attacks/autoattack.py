@@ -6,7 +6,10 @@
 * a single component (``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``) runs with exactly the
   settings it has inside the standard cascade; ``apgd-dlr`` (untargeted APGD on the DLR loss,
   100 iterations, 1 restart: the package's standard APGD with its loss switched, as in its
-  ``plus`` and ``rand`` versions) is offered too, outside the standard cascade.
+  ``plus`` and ``rand`` versions) is offered too, outside the standard cascade;
+  ``square_queries`` shortens Square (for the sanity probe of ``irat.evaluation.masking``);
+* ``version="rand"`` (``autoattack-rand``): the package's cascade for randomised defences,
+  APGD-CE then APGD-DLR, each averaging the gradient over 20 draws of the model (EOT).
 
 The number of target classes is capped at ``n_cls − 1`` (the package indexes the ``k``-th
 largest logit). The model runs in ``eval()`` mode and its parameters are frozen during the call
@@ -64,6 +67,8 @@ def autoattack(
     seed: int | None = None,
     batch_size: int | None = None,
     verbose: bool = False,
+    version: str = "standard",
+    square_queries: int | None = None,
 ) -> AttackResult:
     """Run AutoAttack (``attacks=None``: the standard cascade) or the listed components on
     ``x`` [B, C, H, W] in [0, 1] (float32; the package casts to float32). Returns ``x_adv`` (x
@@ -75,6 +80,8 @@ def autoattack(
         raise ValueError(f"unknown norm {norm!r} for AutoAttack; valid: {', '.join(_NORMS)}")
     if not float(eps) >= 0:
         raise ValueError(f"eps={eps} must be >= 0")
+    if version not in ("standard", "rand") or (version == "rand" and attacks is not None):
+        raise ValueError(f"AutoAttack version={version!r}: standard (optionally with attacks=) or rand")
     if attacks is not None:
         bad = [a for a in attacks if a not in COMPONENTS]
         if bad or not attacks:
@@ -93,6 +100,8 @@ def autoattack(
         to_run = list(STANDARD) if attacks is None else list(attacks)
         if n_cls < 3 and "apgd-dlr" in to_run:
             raise ValueError(f"apgd-dlr (DLR loss) needs at least 3 classes, the model has {n_cls}")
+        if version == "rand":
+            to_run = ["apgd-ce", "apgd-dlr"] if n_cls >= 3 else ["apgd-ce"]
         if n_cls < 4 and "apgd-t" in to_run:
             if attacks is not None:
                 raise ValueError(f"apgd-t (targeted DLR) needs at least 4 classes, the model has {n_cls}")
@@ -102,12 +111,14 @@ def autoattack(
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with frozen_parameters(model), torch.random.fork_rng(devices=devices), _contained(verbose):
             adversary = AutoAttack(
-                model, norm=_NORMS[key], eps=float(eps), seed=seed, version="standard", device=x.device
+                model, norm=_NORMS[key], eps=float(eps), seed=seed, version=version, device=x.device
             )
             adversary.verbose = verbose
             adversary.attacks_to_run = to_run
             adversary.apgd_targeted.n_target_classes = min(_MAX_TARGETS, n_cls - 1)
             adversary.fab.n_target_classes = min(_MAX_TARGETS, n_cls - 1)
+            if square_queries is not None:
+                adversary.square.n_queries = int(square_queries)
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size or max(1, len(y)))
         x_adv = x_adv.detach().to(x.dtype)
         with torch.no_grad():

@@ -16,7 +16,9 @@ Names:
   parsed without ``eval`` (``parse_step``);
 * ``autoattack``: the standard AutoAttack cascade; ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
   ``fab-t``, ``square``: one component of the official AutoAttack code with its standard settings;
-  a ``+``-joined list of them (``apgd-ce+square``) runs that custom cascade.
+  a ``+``-joined list of them (``apgd-ce+square``) runs that custom cascade; ``autoattack-rand``:
+  the package's version for randomised defences (APGD-CE and APGD-DLR with 20 EOT draws per
+  gradient).
 * irat's own APGD (``irat.attacks.apgd``, METHODS.md §3.4), names with an iteration count:
   ``apgd-ce-K``, ``apgd-dlr-K`` (untargeted, uniform start, K iterations, one run); ``saa``
   (LRAT's SAA: targeted APGD-DLR on the 3 highest wrong classes, 20 iterations each) and
@@ -62,6 +64,7 @@ def names() -> list[str]:
         "cw-K",
         "cw-K:STEP",
         "autoattack",
+        "autoattack-rand",
         *COMPONENTS,
         "apgd-ce-K",
         "apgd-dlr-K",
@@ -175,6 +178,8 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, **aa_kw)
+    if key == "autoattack-rand":
+        return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, version="rand", **aa_kw)
     listed = key.split("+")
     if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)

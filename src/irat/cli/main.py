@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
   irat eval runs/at --attacks clean,pgd-20:eps/4,pgd-100:1/255,autoattack@1000 --checkpoint both
+  irat eval runs/q --attacks clean,pgd-20,square --bpda   # see through declared preprocessing
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation batch (default: 500 on the CPU, the whole split on a GPU; halved on out-of-memory)",
     )
     e.add_argument("--data-dir", help="folder holding the dataset files")
+    e.add_argument(
+        "--bpda",
+        action="store_true",
+        default=None,
+        help="attacks use the identity in the backward pass of the model's declared non-differentiable "
+        "preprocessing (BPDA), to confirm a gradient-masking warning",
+    )
 
     a = sub.add_parser(
         "analyze",
@@ -158,13 +166,38 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         return _eval(args)
     except KeyboardInterrupt:
-        print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
+        print(f"irat: interrupted; {_resume_hint(args)}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except OSError as e:  # disk full, read-only folder (WriteError names the file)
+        if os.environ.get("IRAT_DEBUG"):
+            raise
+        hint = "" if isinstance(e, FileNotFoundError) else f"; {_resume_hint(args)}"
+        print(f"irat: error: {e}{hint}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as e:
         if os.environ.get("IRAT_DEBUG"):
             raise
         print(f"irat: error: {e}", file=sys.stderr)
         return 2
+
+
+def _resume_hint(args) -> str:
+    """What to run after an interruption or a failed write: each command resumes where it stopped
+    (training from its last checkpoint, evaluation from its last finished batch)."""
+    if args.command == "train":
+        from irat.training.rundir import RunDir
+
+        last = RunDir(args.out).last
+        kept = f"the last good checkpoint is {last}; " if last.exists() else ""
+        return f"{kept}resume with: irat train --out {args.out} --resume"
+    if args.command == "compare":
+        return (
+            "run the same irat compare command again: finished runs are kept, the others resume from their "
+            "last checkpoint and evaluation from its last finished batch"
+        )
+    if args.command == "eval":
+        return "run the same irat eval command again: it resumes after the last finished batch"
+    return "run the same command again"
 
 
 def _train(args, overrides: list[str]) -> int:
@@ -187,7 +220,7 @@ def _train(args, overrides: list[str]) -> int:
         cfg = load(args.config, overrides)
     torch.manual_seed(cfg.train.seed)
     data = load_data(cfg, args.data_dir)
-    model = irat.models.create(cfg.model.name, dataset=data.spec)
+    model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
     run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
     last = run.history[-1] if run.history else {}
     print(f"run: {run.dir}")
@@ -205,6 +238,7 @@ def _train(args, overrides: list[str]) -> int:
                 checkpoint=None,
                 batch_size=None,
                 data_dir=args.data_dir,
+                bpda=None,
             )
         )
     return 0
@@ -231,14 +265,23 @@ def _eval(args) -> int:
     from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    checkpoint.check_writable(args.run_dir)  # results and progress go there: fail before any attack
+    checkpoint.remove_temporaries(args.run_dir)  # of a killed write
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     names = checkpoint_names(args.checkpoint, run.config)
     for which in names:
         path = checkpoint_path(args.run_dir, which, run.config) if len(names) > 1 else run.checkpoint
         state = checkpoint.load(path, map_location=run.device)
-        run.model.load_state_dict(state["model"])
+        checkpoint.restore(run.model, state, path, run.config)
         res = evaluate_run(
-            run.model, run.data, run.config, attacks=attacks, limit=args.limit, batch_size=args.batch_size
+            run.model,
+            run.data,
+            run.config,
+            attacks=attacks,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            bpda=args.bpda,
+            run_dir=args.run_dir,
         )
         res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
         print(f"checkpoint: {path} (epoch {state['epoch']})")

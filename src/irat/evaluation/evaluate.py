@@ -22,13 +22,12 @@ from torch import Tensor
 
 from irat import attacks as attack_lib
 from irat.attacks.build import clean
+from irat.evaluation import masking
+from irat.evaluation.progress import Progress, progress_keys
 from irat.evaluation.robust import correct_under
-from irat.evaluation.sanity import check_accuracies, check_eps_sweep
+from irat.evaluation.sanity import check_accuracies
+from irat.models.preprocess import bpda as bpda_mode
 from irat.runtime import keep_freed_memory
-
-EPS_SWEEP_FACTORS = (1.0, 2.0, 4.0)
-"""ε multiples of the sanity sweep (PGD-20 on up to ``EPS_SWEEP_IMAGES`` images)."""
-EPS_SWEEP_IMAGES = 200
 
 
 @dataclass
@@ -38,6 +37,8 @@ class EvalResult:
     ``accuracy``: attack name → accuracy, plus ``worst-case`` (a point counts only if it
     survives every attack, clean included). ``per_sample``: name → bool [its images] (CPU).
     ``per_class``: name → list of per-class accuracies. ``eps_sweep``: ε → PGD-20 accuracy.
+    ``masking``: what the gradient-masking probes measured (``irat.evaluation.masking``);
+    ``bpda``: the attacks ran with BPDA (``irat.models.bpda``).
     ``n``: the images evaluated; ``images``: name → the first how many of them it ran on (all
     ``n`` unless the name says ``@N``; ``worst-case``: the fewest).
     """
@@ -52,12 +53,15 @@ class EvalResult:
     eps_sweep: dict[float, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     images: dict[str, int] = field(default_factory=dict)
+    masking: dict = field(default_factory=dict)
+    bpda: bool = False
 
     def title(self) -> str:
         """ "Accuracy (%) on N test images, …", naming the attacks that ran on fewer."""
         fewer = {k: v for k, v in self.images.items() if v != self.n}
         where = "".join(f"; {k}: the first {v}" for k, v in fewer.items())
-        return f"Accuracy (%) on {self.n} test images{where}, {self.norm} eps={self.eps:g}"
+        bpda = ", attacks with BPDA" if self.bpda else ""
+        return f"Accuracy (%) on {self.n} test images{where}, {self.norm} eps={self.eps:g}{bpda}"
 
     def to_dict(self) -> dict:
         return {
@@ -70,6 +74,8 @@ class EvalResult:
             "class_names": self.class_names,
             "eps_sweep": {str(k): v for k, v in self.eps_sweep.items()},
             "warnings": self.warnings,
+            "masking": self.masking,
+            "bpda": self.bpda,
         }
 
     def to_markdown(self) -> str:
@@ -133,6 +139,8 @@ def evaluate(
     sanity: bool = True,
     spec=None,
     step_size: float | None = None,
+    bpda: bool = False,
+    resume_dir: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
@@ -140,7 +148,13 @@ def evaluate(
     "pgd-100:1/255", "cw-20", "autoattack", "apgd-ce", ...), each optionally with ``@N`` to run
     it on the first N images only (``autoattack@1000``). ``limit``: the first N images for every
     attack. Attacks are seeded with ``seed``. ``sanity``: run the checks of
-    ``irat.evaluation.sanity`` (plus an ε sweep of PGD-20) and print warnings to stderr.
+    ``irat.evaluation.sanity`` and the gradient-masking probes of ``irat.evaluation.masking`` (ε
+    sweep, input gradients, randomness, a Square probe) and print warnings to stderr. ``bpda``:
+    every attack and probe sees through the model's declared ``irat.models.Preprocessing`` with
+    the identity backward (``ValueError`` if it declares none). ``resume_dir``: a folder where
+    each attack keeps its progress after every finished batch, so that a killed evaluation
+    started again goes on from there (``irat.evaluation.progress``); the files are deleted when
+    the evaluation is complete.
     ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
     whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
     """
@@ -148,74 +162,79 @@ def evaluate(
         raise ValueError(f"eps={eps} must be >= 0")
     if not attacks:
         raise ValueError("attacks is empty; name at least one, e.g. ['clean', 'pgd-20']")
-    device = next(model.parameters()).device
-    if device.type == "cpu":
-        keep_freed_memory()
-    x, y = split.x[:limit].to(device), split.y[:limit].to(device)
-    n = len(y)
-    if n == 0:
-        raise ValueError("the split to evaluate is empty")
-    was_training = model.training
-    with torch.inference_mode():
-        n_cls = model.eval()(x[:1]).shape[1]
-    model.train(was_training)
-    built, images = {}, {}
-    for name in attacks:
-        attack, count = split_images(name)
-        built[name] = attack_lib.build(attack, eps=eps, norm=norm, step_size=step_size)
-        images[name] = min(count or n, n)
+    with bpda_mode(model, enabled=bpda):  # the attacks see through declared preprocessing
+        device = next(model.parameters()).device
+        if device.type == "cpu":
+            keep_freed_memory()
+        x, y = split.x[:limit].to(device), split.y[:limit].to(device)
+        n = len(y)
+        if n == 0:
+            raise ValueError("the split to evaluate is empty")
+        was_training = model.training
+        with torch.inference_mode():
+            n_cls = model.eval()(x[:1]).shape[1]
+        model.train(was_training)
+        built, images = {}, {}
+        for name in attacks:
+            attack, count = split_images(name)
+            built[name] = attack_lib.build(attack, eps=eps, norm=norm, step_size=step_size)
+            images[name] = min(count or n, n)
 
-    clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
-    per_sample: dict[str, Tensor] = {}
-    for name, attack in built.items():
-        k = images[name]
-        torch.manual_seed(seed)
-        per_sample[name] = correct_under(
-            model,
-            x[:k],
-            y[:k],
-            attack,
-            clean_correct=clean_ok[:k],
-            batch_size=batch_size,
-            progress=progress,
-            desc=name,
-        ).cpu()
-    m = min(images.values())  # the images every attack ran on
-    worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
-    accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
-    accuracy["worst-case"] = worst.float().mean().item()
-    images["worst-case"] = m
-    y_cpu = y.cpu()
-    per_class = {name: _per_class(c, y_cpu[: len(c)], n_cls) for name, c in per_sample.items()}
+        clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
+        keys = {}  # attack name → its progress file, when resumable
+        if resume_dir is not None:
+            settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)
+            keys = progress_keys(model, x, y, images, **settings)
+        per_sample: dict[str, Tensor] = {}
+        for name, attack in built.items():
+            k = images[name]
+            torch.manual_seed(seed)
+            per_sample[name] = correct_under(
+                model,
+                x[:k],
+                y[:k],
+                attack,
+                clean_correct=clean_ok[:k],
+                batch_size=batch_size,
+                progress=progress,
+                desc=name,
+                resume=Progress(resume_dir, keys[name]) if name in keys else None,
+            ).cpu()
+        m = min(images.values())  # the images every attack ran on
+        worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
+        accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
+        accuracy["worst-case"] = worst.float().mean().item()
+        images["worst-case"] = m
+        y_cpu = y.cpu()
+        per_class = {name: _per_class(c, y_cpu[: len(c)], n_cls) for name, c in per_sample.items()}
 
-    warnings, sweep = [], {}
-    if sanity:
-        common = {split_images(name)[0]: c[:m].float().mean().item() for name, c in per_sample.items()}
-        warnings += check_accuracies(common, m)
-        m = min(n, EPS_SWEEP_IMAGES)
-        if eps > 0:
-            for f in EPS_SWEEP_FACTORS:
-                torch.manual_seed(seed)
-                sweep_attack = attack_lib.build("pgd-20", eps=eps * f, norm=norm)
-                c = correct_under(
-                    model, x[:m], y[:m], sweep_attack, clean_correct=clean_ok[:m], batch_size=batch_size
+        warnings, probe = [], masking.Probe()
+        if sanity:
+            common = {split_images(name)[0]: c[:m].float().mean().item() for name, c in per_sample.items()}
+            warnings += check_accuracies(common, m)
+            if eps > 0:
+                probe = masking.probe(
+                    model, x, y, clean_ok, per_sample, eps=eps, norm=norm, seed=seed, batch_size=batch_size
                 )
-                sweep[eps * f] = c.float().mean().item()
-            warnings += check_eps_sweep(sweep, m)
-        for w in warnings:
-            print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
-    return EvalResult(
-        accuracy=accuracy,
-        per_sample={**per_sample, "worst-case": worst},
-        per_class=per_class,
-        n=n,
-        eps=eps,
-        norm=norm,
-        class_names=list(spec.class_names) if spec is not None else [str(c) for c in range(n_cls)],
-        eps_sweep=sweep,
-        warnings=warnings,
-        images=images,
-    )
+                warnings += probe.warnings
+            for w in warnings:
+                print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
+        for key in keys.values():  # complete: nothing left to resume
+            Progress(resume_dir, key).clear()
+        return EvalResult(
+            accuracy=accuracy,
+            per_sample={**per_sample, "worst-case": worst},
+            per_class=per_class,
+            n=n,
+            eps=eps,
+            norm=norm,
+            class_names=list(spec.class_names) if spec is not None else [str(c) for c in range(n_cls)],
+            eps_sweep=probe.eps_sweep,
+            warnings=warnings,
+            images=images,
+            masking=probe.details,
+            bpda=bpda,
+        )
 
 
 def _per_class(correct: Tensor, y: Tensor, n_cls: int) -> list[float]:

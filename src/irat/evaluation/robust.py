@@ -10,6 +10,10 @@ Batching (the performance issue: evaluate at the largest batch that fits). On a 
 batch is the whole split; on the CPU it is ``CPU_BATCH`` = 500, the fastest measured for PGD-20
 on this project's machine (``benchmarks/README.md``; larger batches were slower there). On
 out-of-memory the batch is halved and the failed batch is run again, so any batch size works.
+
+Resuming (``progress=``, ``irat.evaluation.progress``): after every finished batch the predictions
+so far and the random state are saved; a call with the same progress file starts after the last
+finished batch, with the random state it had there.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from irat.attacks.build import clean
+from irat.evaluation.progress import Progress
 
 
 def correct_under(
@@ -28,7 +33,7 @@ def correct_under(
     logits. Returns a bool tensor [N] on the data's device: ``predictions_under(...) == y`` and
     correct when clean. ``clean_correct`` [N]: the clean correctness when the caller has it
     (otherwise one clean forward computes it; not needed for the ``clean`` attack itself).
-    ``batching``: ``predictions_under``'s ``batch_size``, ``progress``, ``desc``."""
+    ``batching``: ``predictions_under``'s ``batch_size``, ``progress``, ``desc``, ``resume``."""
     correct = predictions_under(model, x, y, attack, **batching) == y
     if attack is clean:
         return correct
@@ -46,10 +51,12 @@ def predictions_under(
     batch_size: int | None = None,
     progress: bool = False,
     desc: str = "",
+    resume: Progress | None = None,
 ) -> Tensor:
     """The model's argmax at ``attack(model, x, y)`` for every image, a long tensor [N] on ``y``'s
     device. ``batch_size``: None for ``default_batch_size``; halved on out-of-memory. The attack
-    itself restores the model's mode; clean evaluation runs under ``inference_mode``."""
+    itself restores the model's mode; clean evaluation runs under ``inference_mode``.
+    ``resume``: saves the progress after every batch and starts after the saved one."""
     n = len(y)
     batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
     if batch < 1:
@@ -58,8 +65,13 @@ def predictions_under(
     model.eval()
     out = torch.empty(n, dtype=torch.long, device=y.device)
     s = 0
+    saved = resume.load(y.device) if resume is not None else None
+    if saved is not None and saved.done <= n:
+        s = saved.done
+        out[:s] = saved.predictions
+        resume.restore_rng(saved, x.device)
     try:
-        with tqdm(total=n, desc=desc, disable=not progress, leave=False, unit="img") as bar:
+        with tqdm(total=n, initial=s, desc=desc, disable=not progress, leave=False, unit="img") as bar:
             while s < n:
                 xb, yb = x[s : s + batch], y[s : s + batch]
                 try:
@@ -73,6 +85,8 @@ def predictions_under(
                 out[s : s + len(yb)] = logits.argmax(1)
                 s += len(yb)
                 bar.update(len(yb))
+                if resume is not None:
+                    resume.save(s, out, x.device)
     finally:
         model.train(was_training)
     return out

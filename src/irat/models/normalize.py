@@ -39,7 +39,11 @@ class Normalize(nn.Module):
 
 
 class Normalized(nn.Sequential):
-    """``Normalize`` followed by the architecture ``net``: ``model(x) == model.net(model.normalize(x))``."""
+    """``Normalize`` followed by the architecture ``net``: ``model(x) == model.net(model.normalize(x))``.
+    With ``preprocess`` (a parameter-free ``irat.models.Preprocessing``, e.g. quantisation) that
+    step comes first: ``model.net(model.normalize(model.preprocess(x)))``; the state dict keys
+    stay the same."""
 
-    def __init__(self, normalize: Normalize, net: nn.Module):
-        super().__init__(OrderedDict(normalize=normalize, net=net))
+    def __init__(self, normalize: Normalize, net: nn.Module, preprocess: nn.Module | None = None):
+        layers = OrderedDict(preprocess=preprocess) if preprocess is not None else OrderedDict()
+        super().__init__(OrderedDict(**layers, normalize=normalize, net=net))

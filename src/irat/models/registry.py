@@ -12,6 +12,7 @@ from irat.models._shapes import hw
 from irat.models.fc1 import fc1
 from irat.models.normalize import Normalize, Normalized
 from irat.models.preact_resnet import preact_resnet18
+from irat.models.preprocess import parse_preprocess
 from irat.models.resnet import resnet18
 from irat.models.small_cnn import small_cnn
 from irat.models.tiny_cnn import tiny_cnn
@@ -33,12 +34,14 @@ def names() -> list[str]:
     return [*ARCHITECTURES, *WRN_EXAMPLES]
 
 
-def create(name: str, *, dataset, **kw) -> nn.Module:
+def create(name: str, *, dataset, preprocess: str | None = None, **kw) -> nn.Module:
     """Build model ``name`` for ``dataset`` (a ``DatasetSpec``: ``channels``, ``image_size``,
     ``num_classes``, per-channel ``mean`` and ``std``). ``kw`` goes to the architecture (e.g.
-    ``dropout`` for WRN, ``hidden`` for fc1). Returns a ``Normalized`` module (``.normalize``,
-    ``.net``) with ``irat_name`` set to ``name``; inputs are [B, C, H, W] in [0, 1], outputs
-    logits [B, num_classes]."""
+    ``dropout`` for WRN, ``hidden`` for fc1). ``preprocess``: None, ``"none"`` or ``"quantize-L"``
+    (a non-differentiable input quantisation before everything, ``irat.models.preprocess``; for
+    studying gradient masking and BPDA). Returns a ``Normalized`` module (``.normalize``,
+    ``.net``) with ``irat_name`` set to ``name`` and ``irat_preprocess`` to ``preprocess``; inputs
+    are [B, C, H, W] in [0, 1], outputs logits [B, num_classes]."""
     key = name.strip().lower()
     channels, size, n_cls = int(dataset.channels), hw(dataset.image_size), int(dataset.num_classes)
     if len(tuple(dataset.mean)) != channels or len(tuple(dataset.std)) != channels:
@@ -53,6 +56,7 @@ def create(name: str, *, dataset, **kw) -> nn.Module:
         net = ARCHITECTURES[key](channels, size, n_cls, **kw)
     else:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())} (or any wrn-D-W)")
-    model = Normalized(Normalize(dataset.mean, dataset.std), net)
+    model = Normalized(Normalize(dataset.mean, dataset.std), net, preprocess=parse_preprocess(preprocess))
     model.irat_name = key
+    model.irat_preprocess = preprocess if preprocess != "none" else None
     return model

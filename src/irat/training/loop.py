@@ -85,6 +85,7 @@ def train(
     learned = build_learned(cfg, data.spec.num_classes, meta) if meta is not None else None
     # a bad method/scheme combination fails here, before the run directory exists
     build_step(cfg, learned=learned)
+    cfg.model.preprocess = getattr(model, "irat_preprocess", cfg.model.preprocess)
     _resolve_burn_in(cfg)
     _resolve_train_defaults(cfg)
     run_dir = RunDir(out)
@@ -109,9 +110,10 @@ def train(
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
+        run_dir.prepare_resume()  # a full or read-only disk fails now, not after an epoch
         state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
         if state is not None:
-            model.load_state_dict(state["model"])
+            checkpoint.restore(model, state, run_dir.last, cfg)
             optimizer.load_state_dict(state["optimizer"])
             if learned is not None:
                 learned.load_state_dict(state["weighting"])
@@ -134,6 +136,7 @@ def train(
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
+    owner = checkpoint.owner(cfg)  # stored with every checkpoint: another run's file is refused
 
     warned = any("warning" in r for r in history)  # one collapse warning per run, resumed or not
     for epoch in range(start_epoch, tc.epochs):
@@ -194,7 +197,7 @@ def train(
             row["val_clean_acc"] = clean_ok.float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
-                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
+                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner})
         what = health.collapse(row, history, data.spec.num_classes, len(val_split))
         if what is not None and not warned:
             row["warning"] = health.advice(what, epoch, tc.method, lr, tc.warmup)
@@ -210,6 +213,7 @@ def train(
             "epoch": epoch,
             "best_epoch": best_epoch,
             "best_val": best_val,
+            "owner": owner,
         }
         if learned is not None:
             last["weighting"] = learned.state_dict()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from irat.training.checkpoint import atomic_write_text
+from irat.training.checkpoint import WriteError, atomic_write_text, check_writable, remove_temporaries
 
 
 class RunDirError(ValueError):
@@ -47,19 +47,67 @@ class RunDir:
             )
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
-        (self.path / "records").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.metrics_path, "")
+        made = [p for p in (*reversed(self.path.parents), self.path, self.path / "records") if not p.exists()]
+        try:
+            (self.path / "records").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+            atomic_write_text(self.metrics_path, "")
+        except OSError as e:  # disk full, read-only: leave nothing behind
+            self.config_path.unlink(missing_ok=True)
+            for p in reversed(made):
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(self.path / "records", e) from e
+
+    def prepare_resume(self) -> None:
+        """Before resuming: ``WriteError`` now if the folder cannot take a file (full disk,
+        read-only), and no temporary file of a killed write left behind."""
+        check_writable(self.path)
+        for folder in (self.path, self.path / "records"):
+            remove_temporaries(folder)
 
     def read_config(self) -> dict:
         if not self.exists():
-            raise RunDirError(f"{self.path} is not a run directory (no config.yaml)")
-        return yaml.safe_load(self.config_path.read_text())
+            raise RunDirError(
+                f"{self.path} is not a run directory (no config.yaml); give the folder that "
+                "'irat train --out' wrote"
+            )
+        try:
+            values = yaml.safe_load(self.config_path.read_text())
+        except yaml.YAMLError as e:
+            from irat.config import yaml_problem
+
+            raise RunDirError(
+                f"{self.config_path} is not valid YAML ({yaml_problem(e)}); it was not written by irat: "
+                "restore it, or use another run directory"
+            ) from None
+        if not isinstance(values, dict):
+            raise RunDirError(
+                f"{self.config_path} is not an irat run config (a {type(values).__name__}, not a mapping of "
+                "sections); restore it, or use another run directory"
+            )
+        return values
 
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise RunDirError(
+                    f"{self.metrics_path} line {i} is not JSON with an epoch (not written by irat); delete "
+                    "that line, or the whole file to resume from last.pt"
+                )
+            rows.append(row)
+        return rows
 
     def append_metrics(self, row: dict) -> None:
         rows = self.metrics() + [row]
