@@ -58,9 +58,12 @@ def load_data(config: Config, data_dir: str | None = None):
     return irat.data.load(d.dataset, root=data_dir or d.root, val_size=d.val_size, seed=seed, limit=d.limit)
 
 
-def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None):
+def evaluate_run(
+    model: torch.nn.Module, data, config: Config, *, attacks=None, limit=None, batch_size=None, cache=None
+):
     """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
-    ``attacks``, ``limit`` and ``batch_size`` override its ``eval`` section when given."""
+    ``attacks``, ``limit`` and ``batch_size`` override its ``eval`` section when given; ``cache``:
+    an ``AttackCache`` of this model (finished attacks are read back, not run again)."""
     import irat
 
     e = config.eval
@@ -76,6 +79,7 @@ def evaluate_run(model: torch.nn.Module, data, config: Config, *, attacks=None, 
         progress=config.train.progress,
         spec=data.spec,
         step_size=e.step_size,
+        cache=cache,
     )
 
 

@@ -133,6 +133,7 @@ def evaluate(
     sanity: bool = True,
     spec=None,
     step_size: float | None = None,
+    cache=None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
@@ -143,6 +144,8 @@ def evaluate(
     ``irat.evaluation.sanity`` (plus an ε sweep of PGD-20) and print warnings to stderr.
     ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
     whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
+    ``cache``: an ``irat.evaluation.AttackCache`` of this model; an attack found there is not run
+    again, and each attack is stored as soon as it finishes (a killed evaluation resumes).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
@@ -169,6 +172,11 @@ def evaluate(
     per_sample: dict[str, Tensor] = {}
     for name, attack in built.items():
         k = images[name]
+        key = {"attack": name, "images": k, "n": n, "eps": eps, "norm": norm, "step": step_size, "seed": seed}
+        found = cache.get(key) if cache is not None else None
+        if found is not None and len(found) == k:
+            per_sample[name] = found
+            continue
         torch.manual_seed(seed)
         per_sample[name] = correct_under(
             model,
@@ -180,6 +188,8 @@ def evaluate(
             progress=progress,
             desc=name,
         ).cpu()
+        if cache is not None:
+            cache.put(key, per_sample[name])
     m = min(images.values())  # the images every attack ran on
     worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
     accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
@@ -195,11 +205,23 @@ def evaluate(
         m = min(n, EPS_SWEEP_IMAGES)
         if eps > 0:
             for f in EPS_SWEEP_FACTORS:
-                torch.manual_seed(seed)
-                sweep_attack = attack_lib.build("pgd-20", eps=eps * f, norm=norm)
-                c = correct_under(
-                    model, x[:m], y[:m], sweep_attack, clean_correct=clean_ok[:m], batch_size=batch_size
-                )
+                key = {
+                    "attack": "eps-sweep pgd-20",
+                    "images": m,
+                    "n": n,
+                    "eps": eps * f,
+                    "norm": norm,
+                    "seed": seed,
+                }
+                c = cache.get(key) if cache is not None else None
+                if c is None or len(c) != m:
+                    torch.manual_seed(seed)
+                    sweep_attack = attack_lib.build("pgd-20", eps=eps * f, norm=norm)
+                    c = correct_under(
+                        model, x[:m], y[:m], sweep_attack, clean_correct=clean_ok[:m], batch_size=batch_size
+                    ).cpu()
+                    if cache is not None:
+                        cache.put(key, c)
                 sweep[eps * f] = c.float().mean().item()
             warnings += check_eps_sweep(sweep, m)
         for w in warnings:

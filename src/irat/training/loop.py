@@ -74,10 +74,7 @@ def train(
     """
     given = {"method": method, "epochs": epochs, "eps": eps}
     cfg = resolve_config(config, **{k: v for k, v in given.items() if v is not None}, **overrides)
-    cfg.data.dataset = data.spec.name
-    cfg.data.val_size = len(data.val)
-    if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
-        cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
+    record_data(cfg, data)
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
     _resolve_burn_in(cfg)
@@ -199,6 +196,15 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def record_data(cfg: Config, data) -> None:
+    """Write into ``cfg`` what reloads ``data`` later (irat eval / analyze / --resume): the
+    dataset, the validation size and, for ``irat.data.load`` data, its root, limit and seed."""
+    cfg.data.dataset = data.spec.name
+    cfg.data.val_size = len(data.val)
+    if hasattr(data, "root"):
+        cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
 
 
 def _resolve_burn_in(cfg: Config) -> None:
