@@ -7,8 +7,9 @@ both call ``train_and_evaluate``, so their run directories are the same:
     robustbench.json | robustbench_best.json + ...           (RobustBench-style model info)
     eval_cache/<checkpoint>/                                 (each finished attack, for resuming)
 
-A finished run is not trained again; a finished attack of an unchanged checkpoint (same sha256)
-is not run again, so a killed evaluation continues with the attacks it had not finished.
+A finished run is not trained again (``irat.train`` is not called); a finished attack of an
+unchanged checkpoint (same sha256) is not run again, so a killed evaluation continues with the
+attacks it had not finished.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import irat
 from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run
 from irat.config import Config, ConfigError
 from irat.evaluation.cache import AttackCache, file_digest
+from irat.runtime import pick_device
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
 from irat.training.loop import record_data
 from irat.training.rundir import RunDir
 
-VOLATILE = {("train", "progress"), ("train", "device"), ("data", "root")}
+VOLATILE = {("train", "progress"), ("train", "device"), ("data", "root"), ("train", "tensorboard")}
 """Keys that may differ between a run and a config that resumes it (where and how it runs, not
 what it computes). The ``eval`` section is not compared either: it is applied afresh."""
 
@@ -111,7 +113,10 @@ def train_and_evaluate(cfg: Config, data, out: str | Path, *, robustbench: bool 
         check_resumable(run, cfg, data)
     torch.manual_seed(cfg.train.seed)
     model = irat.models.create(cfg.model.name, dataset=data.spec)
-    irat.train(model, data, out=run.path, resume=run.exists(), config=cfg)
+    if run.exists() and finished(run, cfg.train.epochs):
+        model.to(pick_device(cfg.train.device))  # trained: only evaluated
+    else:
+        irat.train(model, data, out=run.path, resume=run.exists(), config=cfg)
     device = next(model.parameters()).device
     names = checkpoint_names(None, cfg)
     result = CellResult(run.path)

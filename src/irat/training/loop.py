@@ -33,6 +33,7 @@ from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
 from irat.training.step import train_step
+from irat.training.tensorboard import ScalarLog
 from irat.types import Batch
 
 
@@ -121,6 +122,7 @@ def train(
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
+    scalars = ScalarLog(run_dir.path, tc.tensorboard, start_epoch)
 
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
@@ -173,6 +175,7 @@ def train(
         row["time_s"] = time.perf_counter() - t0
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
+        scalars.log(row)
         history.append(row)
         checkpoint.save(
             run_dir.last,
@@ -188,6 +191,7 @@ def train(
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
 
+    scalars.close()
     return Run(
         dir=run_dir.path,
         config=cfg,
