@@ -72,6 +72,10 @@ class Plan:
             f"  cells: {len(self.statuses)} ({len(spec.seeds)} seeds); "
             + ", ".join(f"{v} {k}" for k, v in counts.items())
         )
+        if not self.statuses:
+            lines.append("  nothing runs until the planned names above land in irat")
+        if not self.statuses:
+            return "\n".join(lines)
         lines.append("")
         head = "| setting | method | seed | state | estimate (train + validation + evaluation) |"
         lines += [head, "|---|---|---|---|---|"]
@@ -246,6 +250,11 @@ def bench(
         overrides = {**(overrides or {}), "train.progress": False}
     p = plan(spec, out, overrides=overrides, data_dir=data_dir)
     spec, out = p.grid.spec, p.out
+    if not p.statuses:
+        missing = ", ".join(s.name for s in p.grid.skipped)
+        raise ConfigError(
+            f"{spec.path or spec.name}: nothing to run yet: {missing} not in this irat (planned)"
+        )
     command = command or command_line()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     t0 = time.perf_counter()
