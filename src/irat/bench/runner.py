@@ -37,6 +37,7 @@ class CellStatus:
     cell: Cell
     state: str  # done | evaluate | resume | new
     detail: str = ""
+    epochs_done: int = 0
 
 
 @dataclass
@@ -91,6 +92,9 @@ class Plan:
                     parts = {}
                 elif st.state == "evaluate":
                     parts = {"evaluation": est["evaluation"]}
+                elif st.state == "resume":
+                    left = 1 - st.epochs_done / c.config.train.epochs
+                    parts = {**parts, "train": left * est["train"], "validation": left * est["validation"]}
                 cost = sum(parts.values())
                 total += cost
                 shown = estimate.duration(cost) if parts else "0 s"
@@ -117,7 +121,8 @@ def _status(cell: Cell, out: Path) -> CellStatus:
     check_resumable(run, cell.config)
     if not finished(run, cell.config.train.epochs):
         rows = run.metrics()
-        return CellStatus(cell, "resume", f"from epoch {rows[-1]['epoch'] + 1}" if rows else "")
+        done = rows[-1]["epoch"] + 1 if rows else 0
+        return CellStatus(cell, "resume", f"from epoch {done}" if rows else "", done)
     names = checkpoint_names(None, cell.config)
     for which in names:
         f = run.path / f"{eval_stem(which, names)}.json"
