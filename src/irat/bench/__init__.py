@@ -1,8 +1,8 @@
-"""Benchmarks as data: a grid of methods × seeds × settings from a YAML spec (``configs/bench-*.yaml``),
+"""Benchmarks as data: a grid of methods × seeds × settings from a YAML spec (``configs/bench/*.yaml``),
 one run directory per cell, mean ± std tables and a self-contained HTML report.
 
-    result = irat.bench.bench("configs/bench-cpu-fmnist.yaml", out="runs/bench/cpu")
-    print(irat.bench.plan("configs/bench-mail-t2.yaml", estimate_cost=True).text())
+    result = irat.bench.bench("configs/bench/cpu-fmnist.yaml", out="runs/bench/cpu")
+    print(irat.bench.plan("configs/bench/mail-t2.yaml", estimate_cost=True).text())
     irat.bench.build_report(["runs/demo", "runs/at"], html="report.html")
 
 grid.py (the spec and its cells), cell.py (train + evaluate one cell; shared with irat.compare),

@@ -1,7 +1,7 @@
 """A benchmark grid as data: ``BenchSpec`` (read from YAML by ``load_spec``) and its expansion into
 cells, one run directory each (``expand``).
 
-A spec file (``configs/bench-*.yaml``)::
+A spec file (``configs/bench/*.yaml``)::
 
     title: BiLAW Table 1, Fashion-MNIST rows        # what the table reproduces
     source: BiLAW (seed 000), Table 1

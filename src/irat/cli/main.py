@@ -25,8 +25,8 @@ EXAMPLES = """examples:
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
-  irat bench configs/bench-cpu-fmnist.yaml --dry-run   # the plan and a cost estimate
-  irat bench configs/bench-cpu-fmnist.yaml            # methods x seeds, mean +- std, report.html
+  irat bench configs/bench/cpu-fmnist.yaml --dry-run   # the plan and a cost estimate
+  irat bench configs/bench/cpu-fmnist.yaml            # methods x seeds, mean +- std, report.html
   irat report runs/demo runs/at --html report.html     # tables and report of existing runs
   irat export runs/at --format safetensors             # weights + model card
   irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
@@ -84,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="run a benchmark grid (methods x seeds x settings) from a YAML spec; tables and report",
-        description="Train and evaluate every cell of the grid SPEC describes (configs/bench-*.yaml), "
+        description="Train and evaluate every cell of the grid SPEC describes (configs/bench/*.yaml), "
         "one run directory each, then write OUT/table.md, table.csv, results.json and the self-contained "
         "OUT/report.html. Finished cells and finished attacks are skipped: run the same command again to "
         "continue a killed bench. Config overrides (--section.key=value) apply to every cell.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("spec", help="a bench spec, e.g. configs/bench-cpu-fmnist.yaml")
+    b.add_argument("spec", help="a bench spec, e.g. configs/bench/cpu-fmnist.yaml")
     b.add_argument("--out", help="output folder (default: runs/bench/<spec name>)")
     b.add_argument(
         "--dry-run",
