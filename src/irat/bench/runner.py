@@ -58,8 +58,8 @@ class Plan:
             lines.append(f"  {spec.title}" + (f" [{spec.source}]" if spec.source else ""))
         for name, where in self.data.items():
             lines.append(f"  data: {name}: {where}")
-        if spec.needs:
-            lines.append(f"  needs: {', '.join(map(str, spec.needs))}")
+        for name in spec.needs:
+            lines.append(f"  needs: {name}: {_files(name)}")
         for kind, text in spec.cost.items():
             lines.append(f"  cost ({kind}, stated by the preset): {text}")
         for s in self.grid.skipped:
@@ -109,6 +109,17 @@ class Plan:
             ]
         lines += [f"  note: {n}" for n in self.estimate_notes]
         return "\n".join(lines)
+
+
+def _files(dataset: str) -> str:
+    """The files a dataset is read from (``irat data fetch NAME`` gets them)."""
+    from irat.data import DataError, registry
+
+    try:
+        entry = registry.get(dataset)
+    except DataError:
+        return "not a dataset of this irat yet"
+    return ", ".join(entry.files) or entry.wanted
 
 
 def _status(cell: Cell, out: Path) -> CellStatus:
