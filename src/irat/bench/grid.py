@@ -5,7 +5,7 @@ A spec file (``configs/bench/*.yaml``)::
 
     title: BiLAW Table 1, Fashion-MNIST rows        # what the table reproduces
     source: BiLAW (seed 000), Table 1
-    base: bilaw-fmnist.yaml       # a config file (relative to this one) every cell starts from
+    base: ../bilaw-fmnist.yaml    # a config file (relative to this one) every cell starts from
     config: {train: {epochs: 10}}  # overrides of it, as in a config file (or dotted: train.epochs)
     seeds: [0, 1]                 # or a count: 2 → [0, 1]
     methods:                      # rows; a name, or a mapping
