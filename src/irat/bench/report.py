@@ -114,7 +114,14 @@ def build(paths, *, group: bool = False) -> Report:
             title = f"{spec.title or spec.name}: {s.title or s.name} ({'; '.join(map(setting_text, keyset))})"
             order = [m.label for m in spec.methods]
             overridden = {k for m in spec.methods for k in m.overrides}
-            t = stats.summarize(rs, group=s.name, title=title, order=order, paper=spec.paper.get(s.name))
+            t = stats.summarize(
+                rs,
+                group=s.name,
+                title=title,
+                order=order,
+                paper=spec.paper.get(s.name),
+                columns=spec.attack_names(),
+            )
             t.notes += _differences(rs, PER_METHOD_KEYS | overridden)
             tables.append(t)
     for key, rs in keys.items():

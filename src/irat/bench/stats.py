@@ -74,10 +74,13 @@ class Table:
         return next((r for r in self.rows if r.label == label and r.which == which), None)
 
 
-def summarize(records, *, group: str, title: str, order: list[str] | None = None, paper=None) -> Table:
+def summarize(
+    records, *, group: str, title: str, order: list[str] | None = None, paper=None, columns=None
+) -> Table:
     """The table of ``records`` (``RunRecord``s of one setting): one row per label × evaluated
-    checkpoint, in ``order`` (labels; default: first seen). Runs without an evaluation are left
-    out with a note."""
+    checkpoint, in ``order`` (labels; default: first seen). Columns: the attacks evaluated and
+    those the ``paper`` reports (ours "–" until they run), in the order of ``columns`` (attack
+    names) where given. Runs without an evaluation are left out with a note."""
     notes = []
     labels = list(order or [])
     for r in records:
@@ -91,6 +94,11 @@ def summarize(records, *, group: str, title: str, order: list[str] | None = None
                 if a not in attacks and a != WORST:
                     attacks.append(a)
                 images.setdefault(a, set()).add(ev.get("images", {}).get(a, ev["n"]))
+    for row in (paper or {}).values():
+        attacks += [a for a, v in row.items() if v is not None and a not in attacks]
+    if columns:
+        rank = {a: i for i, a in enumerate(columns)}
+        attacks.sort(key=lambda a: rank.get(a, len(rank)))
     if any(WORST in ev["accuracy"] for r in records for ev in r.evals.values()):
         attacks.append(WORST)
     rows = []
