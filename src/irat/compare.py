@@ -4,7 +4,8 @@ Every method trains from the same initial weights (same seed) on the same data, 
 model, attack, schedule and epochs, in ``OUT/<method>``; its selected checkpoint is evaluated on
 the same test images with the same attacks; the table goes to ``OUT/comparison.md`` and
 ``OUT/comparison.json``, and the analysis plots of each run to ``OUT/<method>/analysis``. A run
-directory that already exists is resumed (a finished run is only evaluated again). With
+directory that already exists is resumed (a finished run is only evaluated, and only with the
+attacks not yet run on its checkpoint: ``irat.bench.cell``). With
 ``eval.checkpoint: both`` every method gets two rows, its best checkpoint (by the validation
 attack, PGD-20 by default) and its last one (METHODS.md §5.1, DECISION #27).
 """
@@ -15,14 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-import irat
-from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_data
+from irat.analysis.run import load_data
+from irat.bench.cell import train_and_evaluate
 from irat.config import Config, ConfigError, meta_size, resolve_config
-from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
-from irat.training.rundir import RunDir
 
 
 @dataclass
@@ -92,25 +89,16 @@ def compare(
     out = Path(out)
     comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():
-        torch.manual_seed(cfg.train.seed)
-        model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
-        run_dir = RunDir(out / method)
-        run = irat.train(model, data, out=run_dir.path, resume=run_dir.exists(), config=method_cfg)
-        names = checkpoint_names(None, cfg)
-        for i, which in enumerate(names):  # the selected checkpoint first, then "last" for both
-            path = checkpoint_path(run_dir.path, which, method_cfg)
-            state = checkpoint.load(path, map_location="cpu")
-            checkpoint.restore(model, state, path, run.config)
-            res = evaluate_run(model, data, cfg, run_dir=run_dir.path)
-            res.save(run_dir.path, stem="eval" if len(names) == 1 else f"eval_{which}")
-            if i == 0:
-                comparison.results[method], comparison.best_epoch[method] = res, state["epoch"]
-            else:
-                comparison.last[method], comparison.last_epoch[method] = res, state["epoch"]
+        cell = train_and_evaluate(method_cfg, data, out / method)
+        names = list(cell.results)  # the selected checkpoint first, then "last" for both
+        comparison.results[method] = cell.results[names[0]]
+        comparison.best_epoch[method] = cell.epochs[names[0]]
+        if len(names) > 1:
+            comparison.last[method], comparison.last_epoch[method] = cell.results["last"], cell.epochs["last"]
         if analyze:
             from irat.analysis import analyze as analyze_run
 
-            analyze_run(run_dir.path, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=names[0])
+            analyze_run(cell.run_dir, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=names[0])
     atomic_write_text(out / "comparison.md", comparison.to_markdown())
     atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
     return comparison

@@ -111,6 +111,7 @@ class TrainConfig:
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
     deterministic: bool = False  # GPU: deterministic kernels (bit-for-bit resume), slower; CPU: always
     progress: bool = True  # progress bars on training and evaluation
+    tensorboard: bool = False  # per-epoch scalars in RUN_DIR/tensorboard (pip install 'irat[tensorboard]')
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -368,6 +369,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
     _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last", "both"])
     _validate_bilaw(cfg)
+    from irat.training import tensorboard
+
+    if cfg.train.tensorboard and not tensorboard.available():
+        raise ConfigError(f"train.tensorboard=true needs the tensorboard package: {tensorboard.INSTALL}")
     from irat.training.assemble import burn_in_epochs, train_defaults
 
     burn_in_epochs(cfg)  # a reweighting method on a schedule without a drop: ConfigError

@@ -333,3 +333,72 @@ def learning_curves(
     ax_acc.set_ylim(-0.02, 1.02)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def method_curves(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] = ("val_robust_acc", "val_clean_acc", "train_loss"),
+    title: str = "Learning curves",
+) -> Path:
+    """One panel per metric, one line per method: ``curves[label][metric]`` is [S, E] (S seeds,
+    epochs 0..E−1, NaN where a run has fewer epochs). The line is the mean over seeds, the band
+    spans the seeds' minimum and maximum."""
+    fig, axes = _figure(ncols=len(metrics), size=(4.6 * len(metrics) + 1.6, 4.0))
+    colors = class_colors(max(len(curves), 1))
+    for ax, metric in zip(axes, metrics):
+        for color, (label, series) in zip(colors, curves.items()):
+            values = np.asarray(series.get(metric, np.empty((0, 0))), dtype=np.float64)
+            if values.size == 0 or not np.isfinite(values).any():
+                continue
+            epochs = np.arange(values.shape[1])
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(values, 0)
+                lo, hi = np.nanmin(values, 0), np.nanmax(values, 0)
+            ax.plot(
+                epochs,
+                mean,
+                color=color,
+                label=label,
+                marker="o" if len(epochs) <= 30 else None,
+                markersize=3,
+            )
+            if values.shape[0] > 1:
+                ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(CURVE_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+        if metric.endswith("_acc"):
+            ax.set_ylim(-0.02, 1.02)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def per_class_bars(
+    values: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    ylabel: str = "accuracy (%)",
+    title: str = "Per-class accuracy",
+) -> Path:
+    """Grouped bars: for each class, one bar per method; ``values[label]`` is [K] (NaN: no image
+    of that class)."""
+    k, labels = len(class_names), list(values)
+    fig, (ax,) = _figure(size=(max(6.4, 0.5 * k * max(1, len(labels)) ** 0.5 + 3), 4.4))
+    width = 0.8 / max(len(labels), 1)
+    colors = class_colors(max(len(labels), 1))
+    for i, label in enumerate(labels):
+        v = np.asarray(values[label], dtype=np.float64)
+        ax.bar(np.arange(k) + (i - (len(labels) - 1) / 2) * width, v, width, color=colors[i], label=label)
+    _class_axis(ax, class_names)
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if labels:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    return _save(fig, path)

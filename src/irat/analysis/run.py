@@ -79,11 +79,13 @@ def evaluate_run(
     batch_size=None,
     bpda=None,
     run_dir: str | Path | None = None,
+    keep_progress: bool = False,
 ):
     """``irat.evaluate`` of ``model`` on ``data.test`` with the evaluation ``config`` describes;
     ``attacks``, ``limit``, ``batch_size`` and ``bpda`` override its ``eval`` section when given.
     ``run_dir``: the evaluation keeps its progress in ``run_dir/.eval_progress`` after every
-    finished batch, so a killed evaluation resumes (``irat.evaluation.progress``)."""
+    finished batch, so a killed evaluation resumes (``irat.evaluation.progress``); with
+    ``keep_progress`` the files stay once finished (a finished attack is not run again)."""
     import irat
 
     e = config.eval
@@ -101,6 +103,7 @@ def evaluate_run(
         step_size=e.step_size,
         bpda=bpda if bpda is not None else e.bpda,
         resume_dir=Path(run_dir) / PROGRESS_FOLDER if run_dir is not None else None,
+        keep_progress=keep_progress,
     )
 
 

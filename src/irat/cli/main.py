@@ -1,5 +1,6 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``, ``irat data fetch NAME`` / ``irat data list``.
+``irat compare``, ``irat bench SPEC``, ``irat report RUN_DIR...``, ``irat export RUN_DIR``,
+``irat data fetch NAME`` / ``irat data list``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
 (sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
@@ -25,6 +26,10 @@ EXAMPLES = """examples:
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
+  irat bench configs/bench/cpu-fmnist.yaml --dry-run   # the plan and a cost estimate
+  irat bench configs/bench/cpu-fmnist.yaml            # methods x seeds, mean +- std, report.html
+  irat report runs/demo runs/at --html report.html     # tables and report of existing runs
+  irat export runs/at --format safetensors             # weights + model card
   irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
   irat data list                               # where each dataset is, its files and checksums
 """
@@ -76,6 +81,48 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="runs/compare", help="folder of the runs (default: runs/compare)")
     c.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
     c.add_argument("--no-analyze", action="store_true", help="skip the analysis plots")
+
+    b = sub.add_parser(
+        "bench",
+        help="run a benchmark grid (methods x seeds x settings) from a YAML spec; tables and report",
+        description="Train and evaluate every cell of the grid SPEC describes (configs/bench/*.yaml), "
+        "one run directory each, then write OUT/table.md, table.csv, results.json and the self-contained "
+        "OUT/report.html. Finished cells and finished attacks are skipped: run the same command again to "
+        "continue a killed bench. Config overrides (--section.key=value) apply to every cell.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("spec", help="a bench spec, e.g. configs/bench/cpu-fmnist.yaml")
+    b.add_argument("--out", help="output folder (default: runs/bench/<spec name>)")
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and a cost estimate (one timed step per method)",
+    )
+    b.add_argument("--no-estimate", action="store_true", help="with --dry-run: skip the timed steps")
+    b.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    b.add_argument("--html", help="where to write the HTML report (default: OUT/report.html)")
+
+    r = sub.add_parser(
+        "report",
+        help="mean +- std tables and the HTML report of existing runs",
+        description="Build the tables (Markdown, CSV, JSON) and the self-contained HTML report of the runs "
+        "at or below each RUN_DIR (irat train, compare or bench output, in any mix). Runs of different "
+        "dataset, model, norm or eps are refused unless --group is given.",
+    )
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding runs")
+    r.add_argument("--html", help="the HTML report's path (default: OUT/report.html)")
+    r.add_argument("--out", help="folder of table.md/csv (default: the bench folder given, else ./report)")
+    r.add_argument("--group", action="store_true", help="one table per (dataset, model, norm, eps)")
+
+    x = sub.add_parser(
+        "export", help="a run's weights as safetensors or RobustBench files, with a model card"
+    )
+    x.add_argument("run_dir", help="a run directory")
+    x.add_argument("--format", choices=["safetensors", "robustbench"], default="safetensors")
+    x.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)"
+    )
+    x.add_argument("--out", help="output folder (default: RUN_DIR/export)")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -151,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     bad = [a for a in extra if not (a.startswith("--") and ("=" in a or "." in a))]
-    if bad or (extra and args.command not in ("train", "compare")):
+    if bad or (extra and args.command not in ("train", "compare", "bench")):
         parser.error(
             f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)"
         )
@@ -164,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, extra)
         if args.command == "data":
             return _data(args)
+        if args.command == "bench":
+            return _bench(args, extra)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "export":
+            return _export(args)
         return _eval(args)
     except KeyboardInterrupt:
         print(f"irat: interrupted; {_resume_hint(args)}", file=sys.stderr)
@@ -257,6 +310,63 @@ def _compare(args, overrides: list[str]) -> int:
     print(f"table: {comparison.out / 'comparison.md'}")
     if not args.no_analyze:
         print("plots: " + ", ".join(str(comparison.out / m / "analysis" / "report.md") for m in methods))
+    return 0
+
+
+def _overrides(items: list[str]) -> dict:
+    """``--train.epochs=5`` / ``--epochs=5`` → {"train.epochs": 5} (values parsed as YAML)."""
+    import yaml
+
+    from irat.config import ConfigError, bare_key
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like --section.key=value (e.g. --train.epochs=5)")
+        section, name = key.split(".", 1) if "." in key else bare_key(key)
+        out[f"{section}.{name}"] = yaml.safe_load(raw) if raw != "" else None
+    return out
+
+
+def _bench(args, overrides: list[str]) -> int:
+    from irat import bench
+
+    flat = _overrides(overrides)
+    if args.dry_run:
+        plan = bench.plan(
+            args.spec, args.out, overrides=flat, data_dir=args.data_dir, estimate_cost=not args.no_estimate
+        )
+        print(plan.text())
+        return 0
+    result = bench.bench(args.spec, args.out, overrides=flat, data_dir=args.data_dir, html=args.html)
+    print(result.report.markdown())
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    if result.failed:
+        print(f"irat: {len(result.failed)} cell(s) failed: {', '.join(result.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args) -> int:
+    from irat.bench import build_report
+    from irat.bench.provenance import command_line
+
+    built, files = build_report(
+        args.run_dirs, out=args.out, html=args.html, group=args.group, command=command_line()
+    )
+    print(built.markdown())
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _export(args) -> int:
+    from irat.export import export
+
+    for path in export(args.run_dir, args.format, checkpoint=args.checkpoint, out=args.out):
+        print(path)
     return 0
 
 

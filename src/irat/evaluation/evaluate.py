@@ -141,6 +141,7 @@ def evaluate(
     step_size: float | None = None,
     bpda: bool = False,
     resume_dir: str | Path | None = None,
+    keep_progress: bool = False,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` (anything with ``.x`` [N, C, H, W] in [0, 1] and ``.y``).
 
@@ -154,9 +155,12 @@ def evaluate(
     the identity backward (``ValueError`` if it declares none). ``resume_dir``: a folder where
     each attack keeps its progress after every finished batch, so that a killed evaluation
     started again goes on from there (``irat.evaluation.progress``); the files are deleted when
-    the evaluation is complete.
+    the evaluation is complete, unless ``keep_progress`` (``irat bench``: a later evaluation of
+    the same weights and images reads a finished attack back instead of running it again).
     ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
     whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
+    ``cache``: an ``irat.evaluation.AttackCache`` of this model; an attack found there is not run
+    again, and each attack is stored as soon as it finishes (a killed evaluation resumes).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
@@ -219,7 +223,7 @@ def evaluate(
                 warnings += probe.warnings
             for w in warnings:
                 print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
-        for key in keys.values():  # complete: nothing left to resume
+        for key in keys.values() if not keep_progress else ():  # complete: nothing left to resume
             Progress(resume_dir, key).clear()
         return EvalResult(
             accuracy=accuracy,

@@ -7,8 +7,9 @@ gives: the batches start at the same images and draw from the same random state.
 A file is keyed by everything its predictions depend on (``progress_key``: the attack's name,
 ε, norm, seed and step, BPDA, and sha256 digests of the model's weights and of the images and
 labels); a file whose key differs (another checkpoint, other images) is ignored and replaced.
-``irat eval`` and ``irat compare`` keep these files in ``RUN/.eval_progress/`` and delete them once
-the evaluation is complete.
+``irat eval`` keeps these files in ``RUN/.eval_progress/`` and deletes them once the evaluation is
+complete; ``irat compare`` and ``irat bench`` keep them (``keep_progress``), so that a finished
+attack of unchanged weights on unchanged images is read back instead of run again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +56,14 @@ def progress_keys(
     model_hash = model_digest(model)
     digests = {k: tensor_digest(x[:k], y[:k]) for k in set(images.values())}
     return {
-        name: progress_key(attack=name, images=digests[k], model=model_hash, **settings)
+        name: f"{_slug(name)}-{progress_key(attack=name, images=digests[k], model=model_hash, **settings)}"
         for name, k in images.items()
     }
+
+
+def _slug(name: str) -> str:
+    """The attack's name as a file-name prefix (``autoattack@1000`` → ``autoattack_1000``)."""
+    return re.sub(r"[^a-z0-9.-]+", "_", name.lower())[:40]
 
 
 @dataclass

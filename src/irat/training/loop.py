@@ -34,6 +34,7 @@ from irat.training.records import InstanceRecorder, instance_weight, worst_varia
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate, warmup_factor
 from irat.training.step import train_step
+from irat.training.tensorboard import ScalarLog
 from irat.types import Batch
 
 
@@ -75,10 +76,7 @@ def train(
     """
     given = {"method": method, "epochs": epochs, "eps": eps}
     cfg = resolve_config(config, **{k: v for k, v in given.items() if v is not None}, **overrides)
-    cfg.data.dataset = data.spec.name
-    cfg.data.val_size = len(data.val)
-    if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
-        cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
+    record_data(cfg, data)
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     data = _hold_out_meta(cfg, data)  # BiLAW's D_meta: out of the training split (data.meta)
     meta = getattr(data, "meta", None)
@@ -137,6 +135,7 @@ def train(
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(train_split.idx, train_split.y)
     owner = checkpoint.owner(cfg)  # stored with every checkpoint: another run's file is refused
+    scalars = ScalarLog(run_dir.path, tc.tensorboard, start_epoch)
 
     warned = any("warning" in r for r in history)  # one collapse warning per run, resumed or not
     for epoch in range(start_epoch, tc.epochs):
@@ -206,6 +205,7 @@ def train(
         row["time_s"] = time.perf_counter() - t0
         recorder.save(run_dir.record_path(epoch), epoch)
         run_dir.append_metrics(row)
+        scalars.log(row)
         history.append(row)
         last = {
             "model": model.state_dict(),
@@ -224,6 +224,7 @@ def train(
             }
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
 
+    scalars.close()
     return Run(
         dir=run_dir.path,
         config=cfg,
@@ -232,6 +233,15 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def record_data(cfg: Config, data) -> None:
+    """Write into ``cfg`` what reloads ``data`` later (irat eval / analyze / --resume): the
+    dataset, the validation size and, for ``irat.data.load`` data, its root, limit and seed."""
+    cfg.data.dataset = data.spec.name
+    cfg.data.val_size = len(data.val)
+    if hasattr(data, "root"):
+        cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
 
 
 def _resolve_burn_in(cfg: Config) -> None:

@@ -1,0 +1,115 @@
+"""What a bench will cost, from a timed first step (``irat bench --dry-run``).
+
+For each method of each setting, ``irat.train`` runs one epoch of one batch and one of
+``1 + STEPS`` batches of the real data (no validation); the difference of the two epochs' times
+(metrics ``time_s``, without the run's set-up) gives the seconds of one training step, the first
+step's start-up costs cancelling out. From it, one *unit*: the seconds of one forward and backward
+pass of one image, taking a PGD-K training step as K + 2 such passes (plain training: 1). A cell
+then costs
+
+    training    steps per epoch × epochs × step
+    validation  epochs × validation images × (K_val + 1) units
+    evaluation  per checkpoint and attack: images × the attack's passes per image (ATTACK_PASSES)
+
+AutoAttack's passes depend on how many points stay robust after each of its four attacks; the
+figure used (``AUTOATTACK_PASSES``) is a rough one and the largest uncertainty of the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from dataclasses import replace
+
+import torch
+
+import irat
+from irat.config import Config, resolve_config
+from irat.data.split import Split
+from irat.evaluation.evaluate import split_images
+from irat.evaluation.masking import EPS_SWEEP_FACTORS, PROBE_IMAGES, SQUARE_IMAGES, SQUARE_QUERIES
+
+STEPS = 3
+AUTOATTACK_PASSES = 6500.0
+"""Forward-backward passes per image of standard AutoAttack against a robust model: APGD-CE (100
+iterations) on every image, then on the points still robust APGD-T (9 targets × 100), FAB-T
+(9 × 100) and Square (5000 forward-only queries). Measured: 500 images of a tiny-cnn AT model
+(63 % robust) took as long as ~6700 passes of its training step per image (18 min against 0.5 s
+per PGD-10 step of 128, one thread). Far less against a model that is not robust (plain training:
+~400)."""
+COMPONENT_PASSES = {"apgd-ce": 100.0, "apgd-t": 900.0, "fab-t": 1800.0, "square": 1700.0}
+
+
+def attack_passes(name: str) -> float:
+    """Forward-backward passes per image of evaluation attack ``name`` (see the module doc)."""
+    base, _ = split_images(name)
+    key = base.split(":")[0].lower()
+    if key == "clean":
+        return 0.35  # one forward, no backward
+    if key == "fgsm":
+        return 2.0
+    m = re.fullmatch(r"(pgd|cw)-(\d+)(?:x(\d+))?", key)
+    if m:
+        return (int(m.group(2)) + 1) * int(m.group(3) or 1)
+    if key == "autoattack":
+        return AUTOATTACK_PASSES
+    parts = key.split("+")
+    if all(p in COMPONENT_PASSES for p in parts):
+        return sum(COMPONENT_PASSES[p] for p in parts)
+    return AUTOATTACK_PASSES  # an attack this estimate does not know: assume the worst
+
+
+def _subset(split: Split, n: int) -> Split:
+    return Split(split.x[:n], split.y[:n], split.idx[:n], split.name)
+
+
+def time_step(cfg: Config, data) -> float:
+    """Seconds of one training step of ``cfg`` on ``data`` (see the module doc)."""
+    b = cfg.train.batch_size
+    empty = _subset(data.val, 0)
+    times = []
+    for batches in (1, 1 + STEPS):
+        small = replace(data, train=_subset(data.train, batches * b), val=empty)
+        run_cfg = resolve_config(cfg, **{"train.epochs": 1, "train.progress": False, "weighting.burn_in": 0})
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(cfg.train.seed)
+            model = irat.models.create(cfg.model.name, dataset=data.spec)
+            run = irat.train(model, small, out=f"{tmp}/run", config=run_cfg)
+            times.append(run.history[0]["time_s"])  # the epoch's steps, without the run's set-up
+    if times[1] > times[0]:
+        return (times[1] - times[0]) / STEPS
+    return times[1] / (1 + STEPS)  # noise swallowed the difference: the mean step, start-up included
+
+
+def cell_seconds(cfg: Config, data, step_s: float) -> dict:
+    """{train, validation, evaluation} seconds of one cell of ``cfg`` (``step_s``: ``time_step``)."""
+    b = cfg.train.batch_size
+    passes = cfg.attack.steps + 2 if irat.methods.get(cfg.train.method).attack_loss is not None else 1
+    unit = step_s / (b * passes)
+    n_train = len(data.train)
+    train = math.ceil(n_train / b) * cfg.train.epochs * step_s
+    val = cfg.train.epochs * len(data.val) * (attack_passes(cfg.train.val_attack) + 0.35) * unit
+    n_test = min(len(data.test), cfg.eval.limit or len(data.test))
+    per_checkpoint = 0.35 * n_test * unit  # the clean pass every evaluation starts with
+    for name in cfg.eval.attacks:
+        images = min(split_images(name)[1] or n_test, n_test)
+        per_checkpoint += images * attack_passes(name) * unit
+    # the gradient-masking probes: the ε sweep and one more PGD-20 at ε, a short Square
+    probe = (len(EPS_SWEEP_FACTORS) + 1) * min(n_test, PROBE_IMAGES) * attack_passes("pgd-20")
+    probe += min(n_test, SQUARE_IMAGES) * SQUARE_QUERIES * COMPONENT_PASSES["square"] / 5000
+    per_checkpoint += probe * unit
+    checkpoints = 2 if cfg.eval.checkpoint == "both" else 1
+    return {"train": train, "validation": val, "evaluation": checkpoints * per_checkpoint}
+
+
+def duration(seconds: float) -> str:
+    """``1 h 05 min``, ``12 min``, ``40 s``; days beyond 48 h."""
+    s = int(round(seconds))
+    if s >= 48 * 3600:
+        return f"{s / 86400:.1f} days"
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
