@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   irat train --out runs/at --resume            # continue a killed run
   irat eval runs/at --attacks clean,pgd-20,cw-20,autoattack --limit 1000
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
+  irat analyze runs/at --against runs/at-seed1 # + D-distance of the two runs' instance difficulty
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
 """
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", choices=["best", "last"], default="last", help="which checkpoint (default: last)"
     )
     a.add_argument("--data-dir", help="folder holding the dataset files")
+    a.add_argument(
+        "--against",
+        metavar="RUN_B",
+        help="another run: report the D-distance between the two runs' instance difficulties",
+    )
     return parser
 
 
@@ -228,6 +234,7 @@ def _analyze(args) -> int:
         attack=args.attack,
         checkpoint=args.checkpoint,
         data_dir=args.data_dir,
+        against=args.against,
     )
     print(report)
     return 0

@@ -39,7 +39,19 @@ class Normalize(nn.Module):
 
 
 class Normalized(nn.Sequential):
-    """``Normalize`` followed by the architecture ``net``: ``model(x) == model.net(model.normalize(x))``."""
+    """``Normalize`` followed by the architecture ``net``: ``model(x) == model.net(model.normalize(x))``.
+
+    ``features(x)`` [B, F]: the penultimate-layer activations, the input of the final linear layer
+    (the hard-instance paper's Figure 2b measures their ℓ2 norm per difficulty group). An
+    architecture defines ``features`` itself, or is an ``nn.Sequential`` ending in that layer."""
 
     def __init__(self, normalize: Normalize, net: nn.Module):
         super().__init__(OrderedDict(normalize=normalize, net=net))
+
+    def features(self, x: Tensor) -> Tensor:
+        z = self.normalize(x)
+        if hasattr(self.net, "features"):
+            return self.net.features(z)
+        if isinstance(self.net, nn.Sequential) and isinstance(self.net[-1], nn.Linear):
+            return self.net[:-1](z).flatten(1)
+        raise TypeError(f"{type(self.net).__name__} exposes no penultimate features")
