@@ -27,6 +27,9 @@ class DataConfig:
     limit: int | None = None  # keep a seeded class-balanced subset of N training images
     seed: int | None = None  # seed of the validation split and the subset; None: train.seed
     augment: bool | None = None  # None: the dataset's default (crop/flip for CIFAR, none for digits)
+    subset: str | None = None  # easiest:N | hardest:N | random:N images per class of the training split
+    subset_from: str | None = None  # the run whose instance difficulty picks the easiest/hardest subset
+    extra: str | None = None  # extra data, half of every batch: heldout | a dataset name | a .npz file
 
 
 @dataclass
@@ -49,7 +52,7 @@ class AttackConfig:
 class WeightingConfig:
     """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
 
-    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir (any works with any objective)
+    scheme: str | None = None  # uniform | gairat | wmmr | mail | vir | hard (any works with any objective)
     burn_in: int | None = None  # epochs with all-ones weights; None: the paper's share of training
     alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score)
     gamma: float | None = None  # MAIL slope γ; VIR γ
@@ -67,14 +70,15 @@ class TrainConfig:
     trade_off: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float | None = None  # None: the method's (0.1; finetune: 1e-3)
     momentum: float = 0.9
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
-    schedule: str = "piecewise"  # piecewise | cosine | constant
+    schedule: str | None = None  # piecewise | cosine | constant; None: the method's (finetune: constant)
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
     lr_decay: float = 0.1  # piecewise: the lr is multiplied by this at each milestone
     val_attack: str = "pgd-10"  # per-epoch validation attack; best checkpoint by its accuracy
     seed: int = 0
+    init: str | None = None  # start from these weights: a run directory (best.pt, else last.pt) or a .pt
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
@@ -95,6 +99,16 @@ class EvalConfig:
 
 
 @dataclass
+class HardConfig:
+    """Fast AT and fine-tuning of the hard-instance paper (METHODS.md §3.7, §4.12)."""
+
+    rho: float = 0.9  # momentum ρ of the adaptive targets t̃ ← ρ·t̃ + (1 − ρ)·softmax(f(x'))
+    beta: float | None = None  # target β·onehot + (1 − β)·t̃; None: the method's (0.1 adaptive, else 1)
+    reset: int = 10  # ATTA: reset the perturbation cache every N epochs (0: never)
+    detach_clean: bool = False  # fine-tuning: p(x) detached in the KL term (default: not, as TRADES)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -102,6 +116,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    hard: HardConfig = field(default_factory=HardConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,7 +157,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return from_dict(values)
 
 
-SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval")
+SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval", "hard")
 """Where a bare key is looked up, in order: a key that several sections have takes its training
 meaning (``batch_size`` → train, ``step_size`` → attack, ``limit`` → data); the evaluation ones
 are written ``eval.batch_size``, ``eval.step_size``, ``eval.limit``."""
@@ -245,7 +260,8 @@ def validate(cfg: Config) -> None:
     _choice("attack.norm", cfg.attack.norm, ["linf", "l2"])
     if cfg.attack.start is not None:
         _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
-    _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
+    if cfg.train.schedule is not None:
+        _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
     _choice("train.precision", cfg.train.precision, ["fp32", "bf16"])
     _choice("train.compile", cfg.train.compile, list(COMPILE_MODES))
     if cfg.train.precision == "bf16":
@@ -260,7 +276,7 @@ def validate(cfg: Config) -> None:
             )
     w = cfg.weighting
     for name, value, choices in [
-        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir"]),
+        ("weighting.scheme", w.scheme, ["uniform", "gairat", "wmmr", "mail", "vir", "hard"]),
         ("weighting.margin", w.margin, ["adv", "nat", "dif"]),
         ("weighting.lam_schedule", w.lam_schedule, ["fixed", "linear", "piecewise"]),
         ("weighting.normalize", w.normalize, ["batch", "const3"]),
@@ -275,23 +291,45 @@ def validate(cfg: Config) -> None:
         ("data.limit", cfg.data.limit is None or cfg.data.limit > 0, "must be > 0"),
         ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
-        ("train.lr", cfg.train.lr > 0, "must be > 0"),
+        ("train.lr", cfg.train.lr is None or cfg.train.lr > 0, "must be > 0"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
         ("weighting.burn_in", cfg.weighting.burn_in is None or cfg.weighting.burn_in >= 0, "must be >= 0"),
         ("train.milestones", all(0 < m <= 1 for m in cfg.train.milestones), "must be fractions in (0, 1]"),
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
         ("eval.batch_size", cfg.eval.batch_size is None or cfg.eval.batch_size >= 1, "must be >= 1 or none"),
         ("eval.step_size", cfg.eval.step_size is None or cfg.eval.step_size > 0, "must be > 0"),
+        ("hard.rho", 0 <= cfg.hard.rho <= 1, "must lie in [0, 1]"),
+        ("hard.beta", cfg.hard.beta is None or 0 <= cfg.hard.beta <= 1, "must lie in [0, 1]"),
+        ("hard.reset", cfg.hard.reset >= 0, "must be >= 0 (0: never reset)"),
     ]
     for name, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
     _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last"])
+    _validate_subset(cfg.data)
     for name in [*cfg.eval.attacks, cfg.train.val_attack]:
         try:
             attacks.build(name, eps=cfg.attack.eps, norm=cfg.attack.norm)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+def _validate_subset(d: DataConfig) -> None:
+    from irat.data.subset import parse_subset
+
+    if d.subset is None:
+        if d.subset_from is not None:
+            raise ConfigError("data.subset_from needs data.subset (easiest:N, hardest:N or random:N)")
+        return
+    try:
+        kind, _ = parse_subset(d.subset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if kind != "random" and d.subset_from is None:
+        raise ConfigError(
+            f"data.subset={d.subset} needs data.subset_from=RUN: the run whose instance difficulty "
+            "ranks the images (trained with the perturbation this run uses)"
+        )
 
 
 def _value(cfg: Config, dotted: str):

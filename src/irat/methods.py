@@ -22,7 +22,9 @@ class Recipe:
     hyper-parameters. ``burn_in``: the share of training with all-ones weights in the paper
     (0.75 = "the first 75 of 100 epochs"); ``irat.train`` scales it to the epochs it runs, rounding
     to whole epochs, unless ``weighting.burn_in`` gives a number of epochs. ``early_stop``: FAT's
-    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``paper``: the source.
+    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``lr``, ``schedule``: the
+    learning rate and its schedule when ``train.lr`` / ``train.schedule`` are unset. ``paper``:
+    the source.
     """
 
     name: str
@@ -34,6 +36,8 @@ class Recipe:
     params: dict = field(default_factory=dict)
     burn_in: float = 0.0
     early_stop: bool = False
+    lr: float = 0.1
+    schedule: str = "piecewise"
     paper: str = ""
 
 

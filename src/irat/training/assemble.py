@@ -36,6 +36,13 @@ SCHEME_BURN_IN = {
 """Share of training with all-ones weights when a scheme is used outside its own recipe."""
 
 
+def lr_schedule(cfg: Config) -> tuple[float, str]:
+    """``(lr, schedule)``: ``train.lr`` and ``train.schedule``, or the recipe's where unset."""
+    recipe = methods.get(cfg.train.method)
+    lr = cfg.train.lr if cfg.train.lr is not None else recipe.lr
+    return lr, cfg.train.schedule if cfg.train.schedule is not None else recipe.schedule
+
+
 def burn_in_epochs(cfg: Config) -> int:
     """``weighting.burn_in`` if set, else the paper's share of training (the recipe's, or the
     scheme's when ``weighting.scheme`` overrides it) times the epochs of this run, rounded."""

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 import irat
 from irat import attacks
 from irat.attacks.build import clean
-from irat.config import Config, from_dict, resolve_config
+from irat.config import Config, ConfigError, from_dict, resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
 from irat.runtime import keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step
+from irat.training.assemble import build_step, lr_schedule
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
@@ -80,6 +80,7 @@ def train(
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
     build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
+    train_split = _training_split(data, cfg)  # a bad subset fails here too
     run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
@@ -88,8 +89,9 @@ def train(
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     tc = cfg.train
+    base_lr, schedule = lr_schedule(cfg)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
+        model.parameters(), lr=base_lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
     # what the steps and the validation call; checkpoints keep ``model``'s own keys
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
@@ -105,7 +107,7 @@ def train(
     else:
         run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
 
-    train_split = data.train.to(device)
+    train_split = train_split.to(device)
     val_split = data.val.to(device)
     augment = (
         cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
@@ -121,9 +123,9 @@ def train(
         t0 = time.perf_counter()
         lr = learning_rate(
             epoch,
-            lr=tc.lr,
+            lr=base_lr,
             epochs=tc.epochs,
-            schedule=tc.schedule,
+            schedule=schedule,
             milestones=tc.milestones,
             gamma=tc.lr_decay,
         )
@@ -191,6 +193,29 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _training_split(data, cfg: Config):
+    """``data.train``, or the subset ``data.subset`` names (``irat.data.subset``; the difficulty of
+    ``data.subset_from``'s instances ranks easiest/hardest). Stores the run's absolute path."""
+    d = cfg.data
+    if d.subset is None:
+        return data.train
+    from irat.analysis.difficulty import run_difficulty
+    from irat.data.subset import subset_of
+
+    reference = None
+    if d.subset_from is not None:
+        if not RunDir(d.subset_from).exists():
+            raise ConfigError(f"data.subset_from={d.subset_from} is not a run directory (no config.yaml)")
+        d.subset_from = str(Path(d.subset_from).resolve())
+        idx, _, difficulty = run_difficulty(d.subset_from)
+        reference = (idx, difficulty)
+    seed = d.seed if d.seed is not None else cfg.train.seed
+    try:
+        return subset_of(data.train, d.subset, reference, seed=seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
