@@ -138,16 +138,26 @@ def from_dict(values: dict) -> Config:
     return cfg
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (if given) and apply ``section.key=value`` overrides, then validate."""
-    values: dict = {}
+def load(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> Config:
+    """Read a YAML file (if given) over ``base`` (a nested dict, e.g. another run's config) and
+    apply ``section.key=value`` overrides, then validate."""
+    values: dict = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must map sections to key: value entries")
+        for section, entries in loaded.items():
+            if isinstance(entries, dict) and isinstance(values.get(section), dict):
+                values[section].update(entries)
+            else:
+                values[section] = entries
     for item in overrides or []:
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep:
@@ -234,6 +244,11 @@ def _coerce(value, hint, name: str):
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):

@@ -22,7 +22,10 @@ class Recipe:
     hyper-parameters. ``burn_in``: the share of training with all-ones weights in the paper
     (0.75 = "the first 75 of 100 epochs"); ``irat.train`` scales it to the epochs it runs, rounding
     to whole epochs, unless ``weighting.burn_in`` gives a number of epochs. ``early_stop``: FAT's
-    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``lr``, ``schedule``: the
+    early-stopped PGD with the dynamic budget τ of ``fat_tau``. ``cached``: the attack starts from
+    ATTA's per-instance cache and takes ``attack_steps`` steps of ``step_share``·ε (the
+    hard-instance paper's fast AT); ``target_beta``: β of the adaptive targets (1: the labels).
+    ``lr``, ``schedule``: the
     learning rate and its schedule when ``train.lr`` / ``train.schedule`` are unset. ``paper``:
     the source.
     """
@@ -36,6 +39,10 @@ class Recipe:
     params: dict = field(default_factory=dict)
     burn_in: float = 0.0
     early_stop: bool = False
+    cached: bool = False
+    attack_steps: int | None = None
+    step_share: float | None = None
+    target_beta: float = 1.0
     lr: float = 0.1
     schedule: str = "piecewise"
     paper: str = ""
@@ -46,6 +53,17 @@ MAIL_BURN_IN = 0.75
 
 GAIRAT_BURN_IN = 0.5
 """GAIRAT's code reweights from epoch 60 of 120 (§4.6)."""
+
+
+HARD_WARMUP = 5 / 38
+"""The hard-instance paper's fast AT: one-hot targets and uniform weights for the first 5 of its
+38 epochs (Appendix C.2), scaled to the run like the other burn-ins."""
+
+FAST_STEP = 0.5
+"""Fast AT's one step from the cache: 4/255 at ε = 8/255 (ATTA, §3.2), i.e. ε/2."""
+
+FINETUNE_LR = 1e-3
+"""Fine-tuning's constant learning rate (§4.12)."""
 
 
 FAT_NOISE = 0.001
@@ -125,6 +143,38 @@ RECIPES: dict[str, Recipe] = {
                 ("trades", 8.0, 3.0, 1.6, 5.0),
             ]
         ],
+        *[
+            Recipe(
+                name,
+                "at",
+                "ce",
+                "none",
+                weighting="hard" if reweight else "uniform",
+                burn_in=HARD_WARMUP if (reweight or adaptive) else 0.0,
+                cached=True,
+                attack_steps=1,
+                step_share=FAST_STEP,
+                target_beta=0.1 if adaptive else 1.0,
+                paper=f"hard-instance paper, Algorithm 1: {what} (§3.7, §4.12)",
+            )
+            for name, reweight, adaptive, what in [
+                ("fast-at", False, False, "ATTA, one PGD step per batch from a per-instance cache"),
+                ("fast-at-rw", True, False, "ATTA with reweighting by p_y(x')"),
+                ("fast-at-at", False, True, "ATTA with adaptive targets"),
+                ("fast-at-rw-at", True, True, "ATTA with reweighting and adaptive targets"),
+            ]
+        ],
+        Recipe(
+            "finetune",
+            "finetune",
+            "ce",
+            "uniform",
+            6.0,
+            weighting="hard",
+            lr=FINETUNE_LR,
+            schedule="constant",
+            paper="hard-instance paper, adversarial fine-tuning with extra data, RW+KL (§4.12)",
+        ),
     ]
 }
 

@@ -1,8 +1,8 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``.
+``irat compare``, ``irat finetune RUN_DIR --extra ...``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
-(sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
+(sections: data, model, attack, train, weighting, eval, hard; see ``irat.config``), or a bare
 ``--key=value`` (``--epochs=5``, ``--weighting=vir --objective=mart``), which belongs to the first
 section in train, weighting, attack, data, model, eval that has the key (``irat.config.bare_key``:
 ``--batch_size`` is ``train.batch_size``; write ``--eval.batch_size`` for evaluation).
@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   irat analyze runs/at --against runs/at-seed1 # + D-distance of the two runs' instance difficulty
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
+  irat train --method=fast-at-rw-at --out runs/fast  # the hard-instance paper's fast AT
+  irat finetune runs/at --extra heldout --out runs/at-ft  # + extra data, half of every batch
 """
 
 
@@ -73,6 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="runs/compare", help="folder of the runs (default: runs/compare)")
     c.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
     c.add_argument("--no-analyze", action="store_true", help="skip the analysis plots")
+
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune a run's model with extra data (the hard-instance paper's RW+KL)",
+        description="Adversarially fine-tune the model of RUN_DIR: its data, model and attack, method "
+        "finetune (loss sum_i w_i [ce(x'_i) + 6 KL(p(x_i) || p(x'_i))], w = p_y(x') normalised), constant "
+        "lr 1e-3, 1 epoch (one pass over the extra data), each batch half training and half extra "
+        "images. Ablations: --weighting=uniform (KL), --train.trade_off=0 (RW), both (vanilla AT). "
+        "Other config keys as in 'irat train' (--section.key=value).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("run_dir", help="the pretrained run (a run directory written by 'irat train')")
+    f.add_argument(
+        "--extra",
+        required=True,
+        help="heldout (the training-file images the run did not use) | a dataset name | an .npz file "
+        "with images x and labels y",
+    )
+    f.add_argument("--out", help="run directory to create (default: RUN_DIR-finetune)")
+    f.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="weights to start from (default: best)"
+    )
+    f.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    f.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    f.add_argument("--eval", action="store_true", help="evaluate the best checkpoint afterwards")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -129,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     bad = [a for a in extra if not (a.startswith("--") and ("=" in a or "." in a))]
-    if bad or (extra and args.command not in ("train", "compare")):
+    if bad or (extra and args.command not in ("train", "compare", "finetune")):
         parser.error(
             f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)"
         )
@@ -140,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "compare":
             return _compare(args, extra)
+        if args.command == "finetune":
+            return _finetune(args, extra)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -152,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args, overrides: list[str]) -> int:
-    import torch
 
-    import irat
-    from irat.analysis.run import load_data
     from irat.config import load
     from irat.training.loop import config_from_run
     from irat.training.rundir import RunDir
@@ -169,6 +195,16 @@ def _train(args, overrides: list[str]) -> int:
         cfg = config_from_run(args.out)
     else:
         cfg = load(args.config, overrides)
+    return _run(cfg, args)
+
+
+def _run(cfg, args) -> int:
+    """Train what ``cfg`` describes into ``args.out``; print the summary; evaluate with ``--eval``."""
+    import torch
+
+    import irat
+    from irat.analysis.run import load_data
+
     torch.manual_seed(cfg.train.seed)
     data = load_data(cfg, args.data_dir)
     model = irat.models.create(cfg.model.name, dataset=data.spec)
@@ -192,6 +228,41 @@ def _train(args, overrides: list[str]) -> int:
             )
         )
     return 0
+
+
+FINETUNE_RESET = {
+    "train": ("method", "objective", "trade_off", "lr", "schedule", "init"),
+    "weighting": None,  # the whole section: the pretrained method's weighting options do not carry over
+    "hard": None,
+}
+
+
+def _finetune(args, overrides: list[str]) -> int:
+    """``irat finetune RUN_DIR --extra ...``: the run's config with method finetune, 1 epoch,
+    ``train.init`` = its checkpoint and ``data.extra``; then the overrides."""
+    from irat.analysis.run import checkpoint_path
+    from irat.config import load
+    from irat.training.loop import config_from_run
+    from irat.training.rundir import RunDir
+
+    args.out = args.out or f"{str(args.run_dir).rstrip('/')}-finetune"
+    if args.resume and RunDir(args.out).exists():
+        return _train(argparse.Namespace(**{**vars(args), "config": None}), overrides)
+    pretrained = config_from_run(args.run_dir)
+    base = pretrained.to_dict()
+    for section, keys in FINETUNE_RESET.items():
+        if keys is None:
+            base.pop(section)
+        else:
+            for key in keys:
+                base[section].pop(key)
+    base["train"].update(
+        method="finetune", epochs=1, init=str(checkpoint_path(args.run_dir, args.checkpoint, pretrained))
+    )
+    base["data"]["extra"] = args.extra
+    if args.data_dir:
+        base["data"]["root"] = args.data_dir
+    return _run(load(None, overrides, base=base), args)
 
 
 def _compare(args, overrides: list[str]) -> int:

@@ -3,15 +3,31 @@
 (loss, per_sample)``. Each file says where ``w`` enters.
 """
 
+from irat.objectives.adaptive_targets import AdaptiveTargets
 from irat.objectives.at import at
+from irat.objectives.finetune import finetune
 from irat.objectives.mart import mart
 from irat.objectives.natural import natural
 from irat.objectives.trades import trades
 
-OBJECTIVES = {"natural": natural, "at": at, "trades": trades, "mart": mart}
-"""Name → objective. ``needs_nat``: natural logits needed; ``needs_adv``: an attack is needed."""
+OBJECTIVES = {"natural": natural, "at": at, "trades": trades, "mart": mart, "finetune": finetune}
+"""Name → objective. ``needs_nat``: natural logits needed; ``needs_adv``: an attack is needed;
+``SOFT_TARGETS``: the objectives whose labels enter through ``ce`` only, so that they also take
+soft targets [B, n] (the adaptive targets, ``hard.beta < 1``)."""
 
-NEEDS_NAT = {"natural": True, "at": False, "trades": True, "mart": True}
-NEEDS_ADV = {"natural": False, "at": True, "trades": True, "mart": True}
+NEEDS_NAT = {"natural": True, "at": False, "trades": True, "mart": True, "finetune": True}
+NEEDS_ADV = {"natural": False, "at": True, "trades": True, "mart": True, "finetune": True}
+SOFT_TARGETS = ("natural", "at", "trades", "finetune")
 
-__all__ = ["OBJECTIVES", "NEEDS_NAT", "NEEDS_ADV", "at", "mart", "natural", "trades"]
+__all__ = [
+    "OBJECTIVES",
+    "NEEDS_NAT",
+    "NEEDS_ADV",
+    "SOFT_TARGETS",
+    "AdaptiveTargets",
+    "at",
+    "finetune",
+    "mart",
+    "natural",
+    "trades",
+]

@@ -23,17 +23,18 @@ import irat
 from irat import attacks
 from irat.attacks.build import clean
 from irat.config import Config, ConfigError, from_dict, resolve_config
-from irat.data import Loader
+from irat.data import Loader, Split
+from irat.data.loader import derive_seed
+from irat.data.mixed import MixedLoader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
 from irat.runtime import keep_freed_memory, pick_device
 from irat.training import checkpoint
-from irat.training.assemble import build_step, lr_schedule
+from irat.training.assemble import build_step, instance_state, lr_schedule
 from irat.training.records import InstanceRecorder
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate
 from irat.training.step import train_step
-from irat.types import Batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,10 +80,18 @@ def train(
     if hasattr(data, "root"):  # what reloads this data later (irat eval / analyze / --resume)
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
     cfg.model.name = getattr(model, "irat_name", cfg.model.name)
-    build_step(cfg)  # a bad method/scheme combination fails here, before the run directory exists
-    train_split = _training_split(data, cfg)  # a bad subset fails here too
-    run_dir = RunDir(out)
     device = pick_device(cfg.train.device)
+    train_split = _training_split(data, cfg).to(device)  # a bad subset fails here, before the run dir
+    extra = _extra_split(data, cfg)  # so does bad extra data
+    fit = train_split if extra is None else _concat(train_split, extra.to(device))  # what is trained on
+    augment = (
+        cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
+    )
+    seed_state = torch.Generator(device=device).manual_seed(derive_seed(cfg.train.seed, 2))
+    state = instance_state(cfg, fit, data.spec, augment=augment, generator=seed_state)
+    build_step(cfg, state=state)  # a bad method/scheme combination fails here too
+    _load_init(model, cfg)  # and weights that do not fit the model
+    run_dir = RunDir(out)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
     model.to(device)
@@ -98,26 +107,34 @@ def train(
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
-        state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
+        saved = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            start_epoch, best_epoch, best_val = saved["epoch"] + 1, saved["best_epoch"], saved["best_val"]
+            if state is not None:
+                state.load_state_dict(saved["instance_state"])
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
         run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
 
-    train_split = train_split.to(device)
     val_split = data.val.to(device)
-    augment = (
-        cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
-    )
-    loader = Loader(
-        train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
-    )
+    if extra is None:
+        loader = Loader(
+            train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
+        )
+    else:
+        loader = MixedLoader(
+            train_split,
+            extra.to(device),
+            batch_size=tc.batch_size,
+            seed=tc.seed,
+            augment=augment,
+            spec=data.spec,
+        )
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
-    recorder = InstanceRecorder(train_split.idx, train_split.y)
+    recorder = InstanceRecorder(fit.idx, fit.y)
 
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
@@ -133,13 +150,15 @@ def train(
             group["lr"] = lr
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
-        parts = build_step(cfg, generator, epoch)
+        if state is not None:
+            state.begin_epoch(epoch, generator)  # ATTA's cache reset
+        parts = build_step(cfg, generator, epoch, state)
         fast.train()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         for batch in tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch"):
             if cfg.train.channels_last:
-                batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
+                batch = dataclasses.replace(batch, x=batch.x.contiguous(memory_format=memory_format))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
             s = step.stats
@@ -151,7 +170,7 @@ def train(
                 steps_to_flip=s.steps_to_flip,
             )
             sums += torch.stack([step.loss * len(batch), (s.logits_adv.argmax(1) == s.y).sum().float()])
-        (loss_sum, correct), count = sums.tolist(), len(train_split)
+        (loss_sum, correct), count = sums.tolist(), _images_per_epoch(loader)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / count} in epoch {epoch}; lower --train.lr "
@@ -179,6 +198,7 @@ def train(
                 "epoch": epoch,
                 "best_epoch": best_epoch,
                 "best_val": best_val,
+                **({"instance_state": state.state_dict()} if state is not None else {}),
             },
         )
         if tc.progress:
@@ -216,6 +236,49 @@ def _training_split(data, cfg: Config):
         return subset_of(data.train, d.subset, reference, seed=seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _extra_split(data, cfg: Config) -> Split | None:
+    """The extra data ``data.extra`` names (``irat.data.extra``), or None; a path is stored
+    absolute so that the run reloads it."""
+    source = cfg.data.extra
+    if source is None:
+        return None
+    from irat.data.extra import HELDOUT, load_extra
+
+    if source != HELDOUT and Path(source).exists():
+        cfg.data.extra = str(Path(source).resolve())
+    return load_extra(cfg.data.extra, data)
+
+
+def _concat(a: Split, b: Split) -> Split:
+    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.idx, b.idx]), a.name)
+
+
+def _load_init(model: torch.nn.Module, cfg: Config) -> None:
+    """Start from ``train.init``: a run directory (its best.pt, else last.pt) or a checkpoint file;
+    a ConfigError when it is missing or its weights do not fit ``model``. Stored absolute."""
+    if cfg.train.init is None:
+        return
+    path = Path(cfg.train.init)
+    if RunDir(path).exists():
+        path = RunDir(path).best if RunDir(path).best.exists() else RunDir(path).last
+    if not path.is_file():
+        raise ConfigError(f"train.init={cfg.train.init}: no such run directory or checkpoint file")
+    try:
+        model.load_state_dict(checkpoint.load(path)["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ConfigError(
+            f"train.init={path}: its weights do not fit model {cfg.model.name!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    cfg.train.init = str(path.resolve())
+
+
+def _images_per_epoch(loader) -> int:
+    if isinstance(loader, MixedLoader):
+        return 2 * len(loader.extra) + len(loader) * (loader.batch_size % 2)  # as many training images
+    return len(loader.split)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -1,7 +1,10 @@
 """One training step, as a straight line (DESIGN.md, "The data flow of one training step"):
 
     attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
-    computed once) → weights → objective → backward → optimizer step.
+    computed once) → weights → targets → objective → backward → optimizer step.
+
+ATTA (the hard-instance paper's fast AT) starts the attack from a per-instance cache and writes
+its result back (``_attack``); adaptive targets replace the labels in the objective.
 
 When only the weighting needs natural logits (MAIL with PM_nat, VIR on the AT objective), they are
 computed without a graph and with the model in eval mode, so that the extra forward neither
@@ -18,8 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from irat.attacks.atta import PerturbationCache
 from irat.attacks.mode import eval_mode
-from irat.types import Attack, Batch, Objective, SampleStats
+from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,18 @@ class StepParts:
     """What stays fixed between steps. ``attack(model, x, y) -> AttackResult`` (None: plain
     training); ``needs_nat``: the objective or the weighting needs natural logits;
     ``stats_nat``: only the weighting needs them (no graph); ``weights(stats) -> w [B]``
-    (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``."""
+    (detached, burn-in applied); ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``;
+    ``cache``: ATTA's perturbation cache (the attack starts from it, ``x_start``, and its result is
+    written back; None: the attack's own start); ``targets(stats) -> labels [B] or soft targets
+    [B, n]`` for the objective (None: the labels)."""
 
     attack: Attack | None
     needs_nat: bool
     stats_nat: bool
     weights: Callable[[SampleStats], Tensor]
     objective: Objective
+    cache: PerturbationCache | None = None
+    targets: Callable[[SampleStats], Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ def train_step(
 ) -> StepOutput:
     """Update ``model`` on ``batch`` once; the model is in train mode on entry and exit (the
     attack switches to eval mode internally and restores it)."""
-    adv = parts.attack(model, batch.x, batch.y) if parts.attack is not None else None
+    adv = _attack(model, batch, parts)
     logits_adv = model(adv.x_adv) if adv is not None else None
     logits_nat = model(batch.x) if parts.needs_nat else None
     stats = SampleStats(
@@ -63,11 +72,24 @@ def train_step(
         logits_first_wrong=adv.logits_first_wrong if adv is not None else None,
     )
     w = parts.weights(stats)
-    loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
+    targets = parts.targets(stats) if parts.targets is not None else batch.y
+    loss, _ = parts.objective(logits_nat, logits_adv, targets, w)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return StepOutput(loss=loss.detach(), weights=w, stats=stats)
+
+
+def _attack(model: torch.nn.Module, batch: Batch, parts: StepParts) -> AttackResult | None:
+    """The training attack on ``batch``; with ATTA's cache it starts from the cached examples of
+    ``batch.idx`` (in the batch's crop/flip view) and its result goes back into the cache."""
+    if parts.attack is None:
+        return None
+    if parts.cache is None:
+        return parts.attack(model, batch.x, batch.y)
+    adv = parts.attack(model, batch.x, batch.y, x_start=parts.cache.read(batch))
+    parts.cache.write(batch, adv.x_adv)
+    return adv
 
 
 def _stats_only(model: torch.nn.Module, x: Tensor, parts: StepParts) -> Tensor | None:

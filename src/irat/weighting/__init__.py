@@ -7,6 +7,7 @@ with default parameters.
 
 from irat.weighting.burn_in import with_burn_in
 from irat.weighting.gairat import gairat, gairat_lambda
+from irat.weighting.hard import hard
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.schemes import NAMES, SCHEME_FUNCTIONS, make, needs
@@ -24,6 +25,7 @@ __all__ = [
     "const3",
     "gairat",
     "gairat_lambda",
+    "hard",
     "mail",
     "make",
     "needs",

@@ -10,6 +10,7 @@ SampleStats) -> w [B]`` including the normalisation METHODS.md prescribes, and `
 | mail    | sigmoid(−γ(PM − β))               | normalize_to_batch | logits_adv / logits_nat / first-wrong   |
 |         |                                   | (or ×3: const3)    |                                         |
 | vir     | α·exp(−γ·p_y(x))·KL(p(x)‖p(x'))+β | none               | logits_nat, logits_adv                  |
+| hard    | p_y(x') (hard.py)                 | normalize_to_batch | logits_adv                              |
 
 Parameters (defaults in brackets):
 
@@ -21,6 +22,7 @@ Parameters (defaults in brackets):
 * mail: ``gamma`` [5.0], ``beta`` [0.05] (MAIL-TRADES/-MART and BiLAW's baseline; MAIL-AT uses
   30 and −0.07), ``margin`` ∈ {adv, nat, dif} [adv], ``norm`` ∈ {batch, const3} [batch].
 * vir: ``alpha`` [7.0], ``gamma`` [10.0], ``beta`` [0.007] (VIR-AT).
+* hard: no parameters (the hard-instance paper's RW weights).
 
 ``needs`` answers a subset of {"nat", "kappa", "first_wrong"}: "nat" = natural logits
 (``SampleStats.logits_nat``), "kappa" = ``steps_to_flip`` from the PGD path (``record_path=True``),
@@ -41,6 +43,7 @@ from torch import Tensor
 
 from irat.types import SampleStats
 from irat.weighting.gairat import SCHEDULES, gairat, gairat_lambda
+from irat.weighting.hard import hard
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.uniform import uniform
@@ -49,7 +52,7 @@ from irat.weighting.wmmr import wmmr
 
 Scheme = Callable[[SampleStats], Tensor]
 
-NAMES = ("uniform", "gairat", "wmmr", "mail", "vir")
+NAMES = ("uniform", "gairat", "wmmr", "mail", "vir", "hard")
 
 
 def _require(value: Tensor | None, what: str, option: str) -> Tensor:
@@ -142,12 +145,17 @@ def _build_vir(*, alpha: float = 7.0, gamma: float = 10.0, beta: float = 0.007) 
     return scheme, {"nat"}
 
 
+def _build_hard() -> tuple[Scheme, set[str]]:
+    return (lambda stats: normalize_to_batch(hard(stats.logits_adv, stats.y))), set()
+
+
 _BUILDERS: dict[str, Callable[..., tuple[Scheme, set[str]]]] = {
     "uniform": _build_uniform,
     "gairat": _build_gairat,
     "wmmr": _build_wmmr,
     "mail": _build_mail,
     "vir": _build_vir,
+    "hard": _build_hard,
 }
 
 
