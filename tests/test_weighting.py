@@ -83,7 +83,9 @@ CONFIGS = [
     ("vir", {"alpha": 8.0, "gamma": 3.0, "beta": 1.6}),
     ("hard", {}),
 ]
-NORMALISED = [c for c in CONFIGS if c[0] in ("gairat", "wmmr", "hard") or (c[0] == "mail" and "norm" not in c[1])]
+NORMALISED = [
+    c for c in CONFIGS if c[0] in ("gairat", "wmmr", "hard") or (c[0] == "mail" and "norm" not in c[1])
+]
 
 
 # ---------------------------------------------------------------- normalize_to_batch (§1.1.2)
