@@ -1,11 +1,13 @@
 # Everything a fresh machine needs: `make demo` (the main job) and `make test` create .venv,
-# install torch (the local CPU build where there is one) and irat, then run.
+# install torch (the local CPU build where there is one) and irat, make Fashion-MNIST available
+# (`irat data fetch`: found, else downloaded and verified, else Debian's dataset-fashion-mnist
+# through apt), then run.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install data demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,10 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+data: $(STAMP)
+	$(BIN)/irat data fetch fashion-mnist
+
+demo: data
 	$(BIN)/irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
 
-test: $(STAMP)
+test: data
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

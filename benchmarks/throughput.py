@@ -39,8 +39,8 @@ from irat import methods
 from irat.config import resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
-from irat.runtime import keep_freed_memory
-from irat.training.assemble import build_step
+from irat.runtime import configure_cuda, keep_freed_memory
+from irat.training.assemble import build_step, instance_state
 from irat.training.reference import reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch
@@ -145,9 +145,9 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
         if state["in_attack"]:
             spent["attack_forward"] += now(device) - state["t0"]
 
-    def attack(m, x, y):
+    def attack(m, x, y, **kw):  # kw: ATTA's x_start (fast AT)
         state["in_attack"], t0 = True, now(device)
-        out = parts.attack(m, x, y)
+        out = parts.attack(m, x, y, **kw)
         spent["attack"] += now(device) - t0
         state["in_attack"] = False
         return out
@@ -218,6 +218,27 @@ def naive_epoch(model, train_np, optimizer, args, parts, device) -> float:
 # FLOPs and the peak
 
 
+CARD_PEAKS = {
+    # dense (no sparsity) tensor-core peaks of the SXM parts, from NVIDIA's data sheets, FLOP/s
+    "H100": {"bf16": 989.4e12, "tf32": 494.7e12},
+    "H200": {"bf16": 989.4e12, "tf32": 494.7e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12},
+}
+
+
+def card_peak(device: torch.device, bf16: bool) -> float | None:
+    """The card's data-sheet peak for this run's arithmetic: bf16 tensor cores with ``--bf16``,
+    else TF32 (PyTorch runs fp32 convolutions on TF32 tensor cores by default,
+    ``torch.backends.cudnn.allow_tf32``); None for the CPU or an unlisted card."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for card, peaks in CARD_PEAKS.items():
+        if card in name:
+            return peaks["bf16" if bf16 else "tf32"]
+    return None
+
+
 class GlobalFlopCounter(FlopCounterMode):
     """``FlopCounterMode`` without its per-module tracker: the tracker's backward hooks refuse
     ``torch.autograd.grad`` on a leaf (the attack's input gradient), and only the total is needed
@@ -282,10 +303,18 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
     spec, train, val, data_name = load_data(args, model_name)
     train, val = train.to(device), val.to(device)
     n = len(train)
-    cfg = resolve_config(None, method=method, eps=args.eps, steps=args.steps, **{"weighting.burn_in": 0})
+    cached = irat.methods.get(method).cached  # fast AT: one step from ATTA's cache
+    steps = 1 if cached else args.steps
+    cfg = resolve_config(None, method=method, eps=args.eps, steps=steps, **{"weighting.burn_in": 0})
     generator = torch.Generator(device=device).manual_seed(0)
-    parts = build_step(cfg, generator)
-    naive_ok = not args.no_naive and parts.attack is not None and parts.attack.keywords.get("tau") is None
+    state = instance_state(cfg, train, spec, augment=False, generator=generator)
+    parts = build_step(cfg, generator, state=state)
+    naive_ok = (
+        not args.no_naive
+        and parts.attack is not None
+        and parts.attack.keywords.get("tau") is None
+        and not cached
+    )
 
     base = irat.models.create(model_name, dataset=spec).to(device)
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)
@@ -340,6 +369,10 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
         "peak_flops": med("peak"),
         "peak_flops_onednn": med("peak_onednn") if rounds[0]["peak_onednn"] else None,
         "fraction_of_peak": med("fraction"),
+        "card_peak_flops": card_peak(device, args.bf16),
+        "mfu": per_image * n / t_fast / card_peak(device, args.bf16)
+        if card_peak(device, args.bf16)
+        else None,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -360,6 +393,7 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
     if not args.default_malloc and device.type == "cpu":
         keep_freed_memory()  # what irat.train does on the CPU (irat/runtime.py); both loops share it
+    configure_cuda(device)  # what irat.train does on a GPU (cuDNN autotuning); both loops share it
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     chosen = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in chosen:

@@ -185,9 +185,7 @@ def test_class_names_come_from_the_registered_spec():
 
 def test_cli_analyze(run_dir, tmp_path):
     def irat_cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True
-        )
+        return subprocess.run([sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True)
 
     r = irat_cli("analyze", run_dir, "--limit", "20", "--attack", "pgd-5")
     assert r.returncode == 0, r.stderr
@@ -208,7 +206,5 @@ def test_matplotlib_is_imported_only_when_plotting(tmp_path):
         "plots.class_weight_over_epochs(np.arange(2), np.ones((2, 2)), ['a', 'b'], sys.argv[1]); "
         "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code, tmp_path / "f.png"], capture_output=True, text=True
-    )
+    r = subprocess.run([sys.executable, "-c", code, tmp_path / "f.png"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -83,6 +83,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC activations for conv nets (faster for small-cnn on CPU)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
+    deterministic: bool = False  # GPU: deterministic kernels (bit-for-bit resume), slower; CPU: always
     progress: bool = True  # progress bars on training and evaluation
 
 

@@ -61,3 +61,22 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def configure_cuda(device: torch.device, deterministic: bool = False) -> None:
+    """Settings for a training process on a CUDA device (nothing on the CPU).
+
+    By default cuDNN benchmarks its convolution algorithms once per shape and keeps the fastest
+    (``cudnn.benchmark``): an adversarial-training epoch runs the same few shapes thousands of
+    times. The fastest algorithms may add in a nondeterministic order, so two runs (or a run
+    and its resumed copy) agree to about 1e-6, not bit for bit. ``deterministic=True``
+    (``train.deterministic``) selects deterministic algorithms instead
+    (``torch.use_deterministic_algorithms``, cuBLAS's fixed workspace), at some cost in speed,
+    for runs that must resume bit for bit."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -1,5 +1,5 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``, ``irat finetune RUN_DIR --extra ...``.
+``irat compare``, ``irat finetune RUN_DIR --extra ...``, ``irat data fetch NAME`` / ``irat data list``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
 (sections: data, model, attack, train, weighting, eval, hard; see ``irat.config``), or a bare
@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
   irat train --method=fast-at-rw-at --out runs/fast  # the hard-instance paper's fast AT
   irat finetune runs/at --extra heldout --out runs/at-ft  # + extra data, half of every batch
+  irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
+  irat data list                               # where each dataset is, its files and checksums
 """
 
 
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
     c.add_argument("--no-analyze", action="store_true", help="skip the analysis plots")
 
-    f = sub.add_parser(
+    ft = sub.add_parser(
         "finetune",
         help="fine-tune a run's model with extra data (the hard-instance paper's RW+KL)",
         description="Adversarially fine-tune the model of RUN_DIR: its data, model and attack, method "
@@ -86,20 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Other config keys as in 'irat train' (--section.key=value).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    f.add_argument("run_dir", help="the pretrained run (a run directory written by 'irat train')")
-    f.add_argument(
+    ft.add_argument("run_dir", help="the pretrained run (a run directory written by 'irat train')")
+    ft.add_argument(
         "--extra",
         required=True,
         help="heldout (the training-file images the run did not use) | a dataset name | an .npz file "
         "with images x and labels y",
     )
-    f.add_argument("--out", help="run directory to create (default: RUN_DIR-finetune)")
-    f.add_argument(
+    ft.add_argument("--out", help="run directory to create (default: RUN_DIR-finetune)")
+    ft.add_argument(
         "--checkpoint", choices=["best", "last"], default="best", help="weights to start from (default: best)"
     )
-    f.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    f.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
-    f.add_argument("--eval", action="store_true", help="evaluate the best checkpoint afterwards")
+    ft.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    ft.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    ft.add_argument("--eval", action="store_true", help="evaluate the best checkpoint afterwards")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -135,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_B",
         help="another run: report the D-distance between the two runs' instance difficulties",
     )
+
+    d = sub.add_parser("data", help="fetch a dataset, or list where each one is")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = dsub.add_parser(
+        "fetch",
+        help="find the files, else download and verify them, else install the Debian package (apt)",
+    )
+    f.add_argument("name", help="dataset name (irat data list shows them)")
+    f.add_argument("--data-dir", help="put the files here (and only here)")
+    f.add_argument("--no-apt", action="store_true", help="never call apt-get")
+    ls = dsub.add_parser("list", help="each dataset: where it was found (or missing), its files and sha256")
+    ls.add_argument("--data-dir", help="look in this folder (and its NAME subfolder) only")
     return parser
 
 
@@ -169,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, extra)
         if args.command == "finetune":
             return _finetune(args, extra)
+        if args.command == "data":
+            return _data(args)
         return _eval(args)
     except KeyboardInterrupt:
         print("irat: interrupted; resume with 'irat train --out DIR --resume'", file=sys.stderr)
@@ -292,6 +310,17 @@ def _eval(args) -> int:
     res.save(Path(args.run_dir))
     print(f"checkpoint: {run.checkpoint}")
     print(res.to_markdown())
+    return 0
+
+
+def _data(args) -> int:
+    from irat.data import provision
+
+    if args.data_command == "list":
+        print(provision.listing(args.data_dir))
+        return 0
+    found = provision.fetch(args.name, root=args.data_dir, apt=not args.no_apt)
+    print(f"{args.name}: {found}")
     return 0
 
 

@@ -7,15 +7,18 @@ train/validation splits, a device-resident loader that yields indices, batched a
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from irat.data.augmentation import augment
 from irat.data.errors import DataError
-from irat.data.fetch import locate
+from irat.data.fetch import locate, sha256
 from irat.data.loader import Loader
 from irat.data.registry import get, names
 from irat.data.spec import DatasetSpec
@@ -23,6 +26,7 @@ from irat.data.split import Split, stratified_split
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "Dataset",
     "DatasetSpec",
     "Loader",
@@ -37,7 +41,8 @@ __all__ = [
 @dataclass
 class Dataset:
     """A dataset's spec and its three splits (``val`` is carved out of the training file), plus
-    the arguments of ``load`` that reproduce it (a run stores them in its config)."""
+    the arguments of ``load`` that reproduce it (a run stores them in its config), where the data
+    was found (``location``) and the sha256 of each file read (``files``: path → hex digest)."""
 
     spec: DatasetSpec
     train: Split
@@ -46,6 +51,44 @@ class Dataset:
     root: str | None = None
     seed: int = 0
     limit: int | None = None
+    location: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def provenance(self) -> str:
+        """One line: the dataset, the folder it came from, and its files' sha256 (shortened)."""
+        digests = ", ".join(f"{Path(p).name} {d[:12]}" for p, d in self.files.items())
+        return f"data: {self.spec.name} from {self.location} (sha256: {digests})"
+
+
+class DataWarning(UserWarning):
+    """The data was read, but something about it deserves a look (e.g. an unpublished checksum)."""
+
+
+def _digests(entry, found: Path) -> dict[str, str]:
+    """sha256 of every file read from ``found``; one warning when files under their published
+    names have other checksums than the published ones (another dataset's files, or modified
+    copies: the data is read all the same)."""
+    out, odd = {}, []
+    for path in entry.data_files(found):
+        out[str(path)] = sha256(path)
+        if path.name in entry.files:
+            algorithm, expected = entry.files[path.name]
+            got = (
+                out[str(path)]
+                if algorithm == "sha256"
+                else hashlib.new(algorithm, path.read_bytes()).hexdigest()
+            )
+            if got != expected.lower():
+                odd.append(path.name)
+    if odd:
+        warnings.warn(
+            f"{entry.name}: {', '.join(odd)} in {found} do not match the published checksums; they may be "
+            "another dataset's files or modified copies. Delete them to re-download, or pass --data-dir the "
+            "right folder",
+            DataWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _to_float(x: np.ndarray) -> torch.Tensor:
@@ -95,6 +138,7 @@ def load(
     if val_size < 0:
         raise DataError(f"val_size must be >= 0, got {val_size}")
     found = locate(entry, root=root, download=download)
+    files = _digests(entry, found)
     try:
         x_train, y_train, x_test, y_test, class_names = entry.reader(found)
     except DataError as e:
@@ -132,4 +176,6 @@ def load(
         root=None if root is None else str(root),
         seed=seed,
         limit=limit,
+        location=str(found),
+        files=files,
     )

@@ -1,10 +1,13 @@
 """Finding a dataset's files on disk, and downloading them when they are nowhere to be found.
 
-Folders searched, in order: the ``root`` argument, ``$IRAT_DATA/<name>``, the user cache
+Folders searched, in order: with a ``root`` argument (``--data-dir``), that folder and its
+``<name>`` subfolder and nothing else (an explicit folder is never silently replaced by another
+copy); otherwise ``$IRAT_DATA`` and ``$IRAT_DATA/<name>``, the user cache
 ``$XDG_CACHE_HOME/irat/<name>`` (default ``~/.cache/irat/<name>``) and ``/usr/share/datasets/<name>``
-(where Debian's ``dataset-fashion-mnist`` package installs). Downloads go to the first of those
-(the cache unless ``root`` or ``$IRAT_DATA`` is set), are checked against a known checksum, and are
-written atomically: a temporary file in the same folder, fsync, then rename, so an interrupted or
+(where Debian's ``dataset-fashion-mnist`` package installs). Both ``root`` and ``$IRAT_DATA`` may
+name the folder with the files or its parent. Downloads go to the first folder searched (``root``,
+``$IRAT_DATA/<name>`` or the cache), are checked against a known checksum, and are written
+atomically: a temporary file in the same folder, fsync, then rename, so an interrupted or
 corrupt download never leaves a file behind. ``$IRAT_MIRROR`` replaces the canonical base URL.
 """
 
@@ -37,14 +40,15 @@ def cache_dir(name: str) -> Path:
 
 
 def search_folders(name: str, root: str | os.PathLike | None = None) -> list[Path]:
-    """The candidate locations for dataset ``name``, in lookup order."""
-    folders = []
+    """The candidate locations for dataset ``name``, in lookup order; the first is where a
+    download goes."""
     if root is not None:
-        folders.append(Path(root).expanduser())
+        return [Path(root).expanduser(), Path(root).expanduser() / name]
+    folders = []
     if os.environ.get("IRAT_DATA"):
-        folders.append(Path(os.environ["IRAT_DATA"]).expanduser() / name)
-    folders += [cache_dir(name), SYSTEM_DIR / name]
-    return folders
+        given = Path(os.environ["IRAT_DATA"]).expanduser()
+        folders += [given / name, given]
+    return folders + [cache_dir(name), SYSTEM_DIR / name]
 
 
 def locate(entry: Entry, root: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -134,6 +138,15 @@ def fetch(
         raise
     _fsync_dir(dest.parent)
     return dest
+
+
+def sha256(path: Path) -> str:
+    """The sha256 hex digest of the file at ``path``, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

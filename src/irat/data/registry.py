@@ -26,7 +26,8 @@ class Entry:
 
     ``files``: {file name: (hash algorithm, hex digest)} to download from ``base_url``;
     ``alternatives``: {file name: other local names that also satisfy it} (an un-gzipped copy, an
-    extracted folder); ``fix``: an extra way to get the files, added to error messages.
+    extracted folder); ``fix``: an extra way to get the files, added to error messages;
+    ``apt_package``: a Debian package that installs the files under ``/usr/share/datasets``.
     """
 
     name: str
@@ -38,6 +39,7 @@ class Entry:
     fix: str = ""
     wanted: str = ""
     custom_resolve: Callable[[Path], Path | None] | None = None
+    apt_package: str | None = None
 
     def missing(self, folder: Path) -> list[str]:
         """The download files that ``folder`` lacks (in neither their own nor an alternative name)."""
@@ -52,6 +54,22 @@ class Entry:
         if self.custom_resolve is not None:
             return self.custom_resolve(folder)
         return folder if folder.is_dir() and not self.missing(folder) else None
+
+    def data_files(self, found: Path) -> list[Path]:
+        """The files the reader reads from ``found`` (what ``resolve`` returned): the file itself,
+        or per download file the one present under its own name or an alternative name; an
+        alternative inside a subfolder (an extracted archive) stands for every file of it."""
+        if found.is_file():
+            return [found]
+        out: list[Path] = []
+        for name in self.files:
+            for alt in (name, *self.alternatives.get(name, ())):
+                path = found / alt
+                if path.is_file():
+                    nested = path.parent != found
+                    out += sorted(p for p in path.parent.iterdir() if p.is_file()) if nested else [path]
+                    break
+        return out
 
     def corrupt_hint(self) -> str:
         """What to do about a damaged file."""
@@ -130,6 +148,7 @@ _ENTRIES = [
         _FMNIST_ALT,
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         fix="install the Debian package dataset-fashion-mnist",
+        apt_package="dataset-fashion-mnist",
     ),
     Entry(
         "mnist",

@@ -28,7 +28,7 @@ from irat.data.loader import derive_seed
 from irat.data.mixed import MixedLoader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, true_value
-from irat.runtime import keep_freed_memory, pick_device
+from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint
 from irat.training.assemble import build_step, instance_state, lr_schedule
 from irat.training.records import InstanceRecorder
@@ -94,6 +94,7 @@ def train(
     run_dir = RunDir(out)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
+    configure_cuda(device, deterministic=cfg.train.deterministic)
     model.to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
@@ -102,7 +103,9 @@ def train(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=base_lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
-    # what the steps and the validation call; checkpoints keep ``model``'s own keys
+    # what the steps call; checkpoints keep ``model``'s own keys. Validation runs the eager module:
+    # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
+    # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
@@ -116,7 +119,10 @@ def train(
                 state.load_state_dict(saved["instance_state"])
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__})
+        files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
+        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+    if tc.progress and getattr(data, "location", None):
+        print(data.provenance(), file=sys.stderr)
 
     val_split = data.val.to(device)
     if extra is None:
@@ -180,9 +186,9 @@ def train(
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
             row["val_robust_acc"] = (
-                correct_under(fast, val_split.x, val_split.y, val_attack).float().mean().item()
+                correct_under(model, val_split.x, val_split.y, val_attack).float().mean().item()
             )
-            row["val_clean_acc"] = correct_under(fast, val_split.x, val_split.y, clean).float().mean().item()
+            row["val_clean_acc"] = correct_under(model, val_split.x, val_split.y, clean).float().mean().item()
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch})
