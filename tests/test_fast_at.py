@@ -282,3 +282,16 @@ def test_a_killed_fast_run_resumes_with_its_cache_and_targets(tiny_npz, tmp_path
     assert [
         json.loads(r)["epoch"] for r in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     ] == [0, 1, 2, 3]
+
+
+def test_adaptive_targets_combine_with_another_method(tiny_npz, tmp_path):
+    """hard.beta < 1 adds the adaptive targets to any method whose objective takes soft targets."""
+    _, state, parts, _ = _setup("at", steps=2, **{"hard.beta": 0.5})
+    assert state.cache is None and parts.cache is None and parts.targets is state.targets
+    run = _fit(
+        _toy(tiny_npz), tmp_path / "at-targets", "trades", epochs=1, steps=2, burn_in=0, **{"hard.beta": 0.5}
+    )
+    t = checkpoint.load(RunDir(run.dir).last)["instance_state"]["targets"]["t"]
+    assert (t < 1).any() and torch.allclose(
+        t.sum(1), torch.ones(len(t))
+    )  # moved off one-hot, still distributions
