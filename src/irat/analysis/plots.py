@@ -414,3 +414,26 @@ def difficulty_scatter(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def error_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str = "Robust error",
+    ylabel: str = "robust error",
+) -> Path:
+    """One colour per run: ``curves`` {label: (epochs, training error, held-out error)}, training
+    error dashed and held-out error solid (the hard-instance paper's Figure 1 layout)."""
+    fig, (ax,) = _figure(size=(7.0, 4.6))
+    for i, (label, (epochs, train, held_out)) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(epochs, train, "--", color=color, label=f"{label}, training")
+        ax.plot(epochs, held_out, "-", color=color, label=f"{label}, held-out")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set_title(title)
+    return _save(fig, path)
