@@ -1,9 +1,6 @@
 """Adversarial fine-tuning with extra data (the hard-instance paper, Section 6.2; METHODS.md §4.12,
 §7.3.5, §7.4): mixed batches, the objective, the recipe, bad extra data, and `irat finetune`."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -134,20 +131,18 @@ def test_nothing_held_out_and_unfit_weights_are_refused(tiny_npz, toy, tmp_path)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_irat_finetune_starts_from_the_run_and_mixes_in_the_held_out_images(tiny_npz, tmp_path):
-    def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "irat", *map(str, args)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        return r
+def test_irat_finetune_starts_from_the_run_and_mixes_in_the_held_out_images(tiny_npz, tmp_path, capsys):
+    from irat.cli.main import main  # in-process: the same code as the command, without a new interpreter
 
     pre = tmp_path / "pre"
-    cli(
-        "train", "--out", pre, "--data.dataset=npz", f"--data.root={tiny_npz}", "--data.val_size=40",
+    assert main([
+        "train", "--out", str(pre), "--data.dataset=npz", f"--data.root={tiny_npz}", "--data.val_size=40",
         "--data.limit=200", "--model.name=fc1", "--train.epochs=1", "--attack.eps=0.05", "--attack.steps=2",
         "--train.progress=false", "--train.batch_size=32",
-    )  # fmt: skip
+    ]) == 0  # fmt: skip
     out = tmp_path / "ft"
-    cli("finetune", pre, "--extra", "heldout", "--out", out, "--checkpoint", "last", "--train.lr=1e-12")
+    args = ["finetune", str(pre), "--extra", "heldout", "--out", str(out), "--checkpoint", "last"]
+    assert main([*args, "--train.lr=1e-12"]) == 0
     cfg = RunDir(out).read_config()
     assert cfg["train"]["method"] == "finetune" and cfg["train"]["epochs"] == 1
     assert cfg["train"]["init"] == str((pre / "last.pt").resolve()) and cfg["data"]["extra"] == "heldout"
@@ -161,21 +156,8 @@ def test_irat_finetune_starts_from_the_run_and_mixes_in_the_held_out_images(tiny
     before, after = checkpoint.load(pre / "last.pt")["model"], checkpoint.load(out / "last.pt")["model"]
     for key in before:
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-9)
-    rows = RunDir(out).metrics()
-    assert rows[0]["lr"] == 1e-12
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "irat",
-            "finetune",
-            pre,
-            "--extra",
-            tmp_path / "none.npz",
-            "--out",
-            tmp_path / "x",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 2 and "not found" in r.stderr and not (tmp_path / "x").exists()
+    assert RunDir(out).metrics()[0]["lr"] == 1e-12
+    capsys.readouterr()
+    bad = ["finetune", str(pre), "--extra", str(tmp_path / "none.npz"), "--out", str(tmp_path / "x")]
+    assert main(bad) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
