@@ -47,7 +47,7 @@ from irat.config import resolve_config
 from irat.data import Loader
 from irat.evaluation.robust import correct_under
 from irat.runtime import configure_cuda, keep_freed_memory
-from irat.training.assemble import build_learned, build_step
+from irat.training.assemble import build_learned, build_step, instance_state
 from irat.training.reference import covers, reference_step, stock_copy
 from irat.training.step import train_step
 from irat.types import Batch
@@ -152,9 +152,9 @@ def breakdown(model, train, parts, optimizer, args, device) -> dict:
         if state["in_attack"]:
             spent["attack_forward"] += now(device) - state["t0"]
 
-    def attack(m, x, y):
+    def attack(m, x, y, **kw):  # kw: ATTA's x_start (fast AT)
         state["in_attack"], t0 = True, now(device)
-        out = parts.attack(m, x, y)
+        out = parts.attack(m, x, y, **kw)
         spent["attack"] += now(device) - t0
         state["in_attack"] = False
         return out
@@ -353,11 +353,14 @@ def measure(model_name: str, method: str, args, device: torch.device) -> dict:
     spec, train, val, data_name = load_data(args, model_name)
     train, val = train.to(device), val.to(device)
     n = len(train)
-    cfg = resolve_config(None, method=method, eps=args.eps, steps=args.steps, **{"weighting.burn_in": 0})
+    cached = irat.methods.get(method).cached  # fast AT: one step from ATTA's cache
+    steps = 1 if cached else args.steps
+    cfg = resolve_config(None, method=method, eps=args.eps, steps=steps, **{"weighting.burn_in": 0})
     generator = torch.Generator(device=device).manual_seed(0)
     learned = build_learned(cfg, spec.num_classes, val)  # BiLAW: the validation images as D_meta
-    parts = build_step(cfg, generator, learned=learned)
-    naive_ok = not args.no_naive and covers(parts)  # no reference for FAT's early stop, SAA, BiLAW
+    state = instance_state(cfg, train, spec, augment=False, generator=generator)  # fast AT
+    parts = build_step(cfg, generator, learned=learned, state=state)
+    naive_ok = not args.no_naive and covers(parts)  # none for FAT's early stop, SAA, BiLAW, fast AT
 
     base = irat.models.create(model_name, dataset=spec).to(device)
     fast_model, naive_model = copy.deepcopy(base), stock_copy(base)

@@ -18,7 +18,8 @@ import torch
 import irat
 from irat import methods
 from irat.config import resolve_config
-from irat.training.assemble import build_learned, build_step
+from irat.data import Split
+from irat.training.assemble import build_learned, build_step, instance_state
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -37,12 +38,16 @@ def _batch(n=32, device="cpu", dtype=torch.float32) -> Batch:
 
 
 def _parts(method, device, **kw):
-    kw = {"eps": 0.1, "steps": 3, "epochs": 10, "weighting.burn_in": 0, **kw}
+    steps = 1 if methods.get(method).cached else 3  # fast AT: one step from ATTA's cache
+    kw = {"eps": 0.1, "steps": steps, "epochs": 10, "weighting.burn_in": 0, **kw}
     cfg = resolve_config(None, method=method, **kw)
     meta = irat.data.Split(torch.rand(200, 1, 28, 28), torch.randint(0, 10, (200,)), torch.arange(200))
     learned = build_learned(cfg, 10, meta.to(device))  # BiLAW's D_meta and weight network
     learned = learned.to(device) if learned is not None else None
-    return build_step(cfg, torch.Generator(device=device).manual_seed(0), epoch=5, learned=learned)
+    b = _batch(device=device)  # fast AT's per-instance state covers the batch's indices
+    state = instance_state(cfg, Split(b.x, b.y, b.idx), FMNIST, augment=False)
+    generator = torch.Generator(device=device).manual_seed(0)
+    return build_step(cfg, generator, epoch=5, learned=learned, state=state)
 
 
 @pytest.mark.parametrize("method", [m for m in FAMILIES if m != "fat"])

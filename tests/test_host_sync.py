@@ -4,6 +4,8 @@ step). On a GPU, reading a value back (``.item()``, ``bool(t)``, ``F.one_hot``'s
 test watches for the operators that would do it, through a dispatch mode that sees every
 operator the step runs."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -11,7 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import irat
 from irat import methods
 from irat.config import resolve_config
-from irat.training.assemble import build_learned, build_step
+from irat.data import Split
+from irat.data.augmentation import augment_with_draws
+from irat.training.assemble import build_learned, build_step, instance_state
 from irat.training.step import train_step
 from irat.types import Batch
 
@@ -41,14 +45,20 @@ def test_the_detector_sees_a_read_back():
 
 @pytest.mark.parametrize("method", methods.names())
 def test_training_step_reads_nothing_back(method):
-    cfg = resolve_config(None, method=method, eps=0.1, steps=3, epochs=10, **{"weighting.burn_in": 0})
-    meta = irat.data.Split(torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,)), torch.arange(20))
+    steps = 1 if methods.get(method).cached else 3
+    cfg = resolve_config(None, method=method, eps=0.1, steps=steps, epochs=10, **{"weighting.burn_in": 0})
+    meta = Split(torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,)), torch.arange(20))
     learned = build_learned(cfg, 10, meta)  # BiLAW's weight network and D_meta (None for the others)
-    parts = build_step(cfg, torch.Generator().manual_seed(0), epoch=5, learned=learned)
+    # crop and flip on, so that ATTA's cache reads and writes through the batch's draws
+    spec = dataclasses.replace(FMNIST, crop_padding=2, flip=True)
+    split = Split(torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)), torch.arange(16) * 2)
+    state = instance_state(cfg, split, spec, augment=True)  # fast AT: cache and adaptive targets
+    parts = build_step(cfg, torch.Generator().manual_seed(0), epoch=5, learned=learned, state=state)
     torch.manual_seed(0)
     model = irat.models.create("tiny-cnn", dataset=FMNIST)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    batch = Batch(torch.arange(16), torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    x, crop, flip = augment_with_draws(split.x, 2, True)
+    batch = Batch(split.idx, x, split.y, crop, flip)
     with ReadBacks() as mode:
         train_step(model, batch, parts, optimizer, epoch=5)
     assert mode.seen == []

@@ -343,11 +343,13 @@ def test_a_bad_scheme_option_fails_before_the_run_directory_exists(fmnist_small,
 @pytest.mark.parametrize("method", methods.names())
 def test_recipes_on_the_trades_objective_default_to_trades_own_learning_rate(method):
     """Issue 18: TRADES collapses at lr 0.1 on Fashion-MNIST tiny-cnn; its recipes carry TRADES'
-    own small-network lr (0.01); every other recipe keeps 0.1. A value the user gives wins."""
+    own small-network lr (0.01); fine-tuning its constant 1e-3 (§4.12); every other recipe keeps
+    0.1. A value the user gives wins."""
     from irat.training.assemble import train_defaults
 
-    trades = methods.get(method).objective == "trades"
-    assert train_defaults(_cfg(method))["lr"] == (0.01 if trades else 0.1)
+    objective = methods.get(method).objective
+    expected = {"trades": 0.01, "finetune": methods.FINETUNE_LR}.get(objective, 0.1)
+    assert train_defaults(_cfg(method))["lr"] == expected
     assert train_defaults(_cfg(method, lr=0.1))["lr"] == 0.1  # never a silent change of the user's choice
     assert train_defaults(_cfg(method, warmup=2))["warmup"] == 2
 

@@ -84,8 +84,11 @@ CONFIGS = [
     ("mail", {"norm": "const3"}),
     ("vir", {}),
     ("vir", {"alpha": 8.0, "gamma": 3.0, "beta": 1.6}),
+    ("hard", {}),
 ]
-NORMALISED = [c for c in CONFIGS if c[0] in ("gairat", "wmmr") or (c[0] == "mail" and "norm" not in c[1])]
+NORMALISED = [
+    c for c in CONFIGS if c[0] in ("gairat", "wmmr", "hard") or (c[0] == "mail" and "norm" not in c[1])
+]
 
 
 # ---------------------------------------------------------------- normalize_to_batch (§1.1.2)
@@ -381,7 +384,7 @@ def test_burn_in_gives_exact_ones(name, params):
 def test_schemes_registry_keeps_uniform_and_offers_defaults():
     s = _stats()
     assert torch.equal(weighting.SCHEMES["uniform"](s), torch.ones(12))
-    assert set(weighting.SCHEMES) == {"uniform", "gairat", "wmmr", "mail", "vir", "lrat"}
+    assert set(weighting.SCHEMES) == {"uniform", "gairat", "wmmr", "mail", "vir", "lrat", "hard"}
     assert torch.equal(weighting.SCHEMES["mail"](s), make("mail")(s))
     assert torch.equal(weighting.SCHEME_FUNCTIONS["wmmr"](alpha=2.0)(s), make("wmmr", alpha=2.0)(s))
 

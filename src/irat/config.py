@@ -28,6 +28,9 @@ class DataConfig:
     meta_size: int | None = None  # BiLAW's D_meta, held out of training; None: 1000 (bilaw), else 0
     seed: int | None = None  # seed of the validation split and the subset; None: train.seed
     augment: bool | None = None  # None: the dataset's default (crop/flip for CIFAR, none for digits)
+    subset: str | None = None  # easiest:N | hardest:N | random:N images per class of the training split
+    subset_from: str | None = None  # the run whose instance difficulty picks the easiest/hardest subset
+    extra: str | None = None  # extra data, half of every batch: heldout | a dataset name | a .npz file
 
 
 @dataclass
@@ -53,10 +56,11 @@ class WeightingConfig:
     """Instance weighting (METHODS.md §4.6–4.9); every None means "the method's default"."""
 
     scheme: str | None = (
-        None  # uniform | gairat | wmmr | mail | vir | lrat | bilaw | bilaw-np (any objective)
+        None  # uniform | gairat | wmmr | mail | vir | lrat | bilaw | bilaw-np | hard (any objective)
     )
     burn_in: int | None = None  # epochs with all-ones weights; None: the method's rule (MAIL, VIR,
-    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT, BiLAW: none); a run stores the number
+    # WMMR, GAIRAT: until the first lr drop of train.schedule; LRAT, BiLAW: none; fast AT: 5/38 of
+    # the epochs); a run stores the number
     alpha: float | None = None  # WMMR α; VIR α (scale of the vulnerability score); LRAT α
     gamma: float | None = None  # MAIL slope γ; VIR γ
     beta: float | None = None  # MAIL bias β; VIR floor β; LRAT exponent β
@@ -95,16 +99,17 @@ class TrainConfig:
     trade_off: float | None = None  # objective trade-off (TRADES 1/λ, MART β); None: the method's
     epochs: int = 30
     batch_size: int = 128
-    lr: float | None = None  # None: the method's default (0.1; see irat.methods); a run stores it
+    lr: float | None = None  # None: the method's default (0.1; TRADES 0.01; finetune 1e-3); a run stores it
     momentum: float = 0.9
     weight_decay: float = 0.0  # BiLAW uses 0 on (Fashion-)MNIST, 5e-4 on CIFAR
-    schedule: str = "piecewise"  # piecewise | cosine | constant
+    schedule: str | None = None  # piecewise | cosine | constant; None: the method's (finetune: constant)
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])  # fractions of epochs
     warmup: int | None = None  # epochs of linear lr warm-up, step by step (0: none; None: the method's)
     lr_decay: float | list[float] = 0.1  # piecewise: the lr is multiplied by this at each milestone,
     # or by one factor per milestone (GAIRAT, FAT: [0.1, 0.1, 0.5] at [0.5, 0.75, 0.9167])
     val_attack: str = "pgd-20"  # per-epoch validation attack; best checkpoint by its accuracy (§5.1)
     seed: int = 0
+    init: str | None = None  # start from these weights: a run directory (best.pt, else last.pt) or a .pt
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool | None = None  # NHWC activations; None: on a GPU (1.24x on an H200), off on the CPU
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
@@ -129,6 +134,16 @@ class EvalConfig:
 
 
 @dataclass
+class HardConfig:
+    """Fast AT and fine-tuning of the hard-instance paper (METHODS.md §3.7, §4.12)."""
+
+    rho: float = 0.9  # momentum ρ of the adaptive targets t̃ ← ρ·t̃ + (1 − ρ)·softmax(f(x'))
+    beta: float | None = None  # target β·onehot + (1 − β)·t̃; None: the method's (0.1 adaptive, else 1)
+    reset: int = 10  # ATTA: reset the perturbation cache every N epochs (0: never)
+    detach_clean: bool = False  # fine-tuning: p(x) detached in the KL term (default: not, as TRADES)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -137,6 +152,7 @@ class Config:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bilaw: BilawConfig = field(default_factory=BilawConfig)
+    hard: HardConfig = field(default_factory=HardConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,18 +174,28 @@ def from_dict(values: dict) -> Config:
     return cfg
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (if given) and apply ``section.key=value`` overrides, then validate."""
-    values: dict = {}
+def load(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> Config:
+    """Read a YAML file (if given) over ``base`` (a nested dict, e.g. another run's config) and
+    apply ``section.key=value`` overrides, then validate."""
+    values: dict = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as e:
             raise ConfigError(
                 f"config file {path} is not valid YAML ({yaml_problem(e)}); fix that line"
             ) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must map sections to key: value entries")
+        for section, entries in loaded.items():
+            if isinstance(entries, dict) and isinstance(values.get(section), dict):
+                values[section].update(entries)
+            else:
+                values[section] = entries
     for item in overrides or []:
         key, sep, raw = item.removeprefix("--").partition("=")
         if not sep:
@@ -186,7 +212,7 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
-SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval", "bilaw")
+SECTION_ORDER = ("train", "weighting", "attack", "data", "model", "eval", "bilaw", "hard")
 """Where a bare key is looked up, in order: a key that several sections have takes its training
 meaning (``batch_size`` → train, ``step_size`` → attack, ``limit`` → data); the evaluation ones
 are written ``eval.batch_size``, ``eval.step_size``, ``eval.limit``."""
@@ -263,6 +289,11 @@ def _coerce(value, hint, name: str):
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
@@ -308,7 +339,8 @@ def validate(cfg: Config) -> None:
     _choice("attack.norm", cfg.attack.norm, ["linf", "l2"])
     if cfg.attack.start is not None:
         _choice("attack.start", cfg.attack.start, ["uniform", "gauss_small", "none"])
-    _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
+    if cfg.train.schedule is not None:
+        _choice("train.schedule", cfg.train.schedule, ["piecewise", "cosine", "constant"])
     _choice("train.precision", cfg.train.precision, ["fp32", "bf16"])
     _choice("train.compile", cfg.train.compile, list(COMPILE_MODES))
     if cfg.train.precision == "bf16":
@@ -327,7 +359,7 @@ def validate(cfg: Config) -> None:
         (
             "weighting.scheme",
             w.scheme,
-            ["uniform", "gairat", "wmmr", "mail", "vir", "lrat", *LEARNED_SCHEMES],
+            ["uniform", "gairat", "wmmr", "mail", "vir", "lrat", *LEARNED_SCHEMES, "hard"],
         ),
         ("weighting.margin", w.margin, ["adv", "nat", "dif"]),
         ("weighting.lam_schedule", w.lam_schedule, ["fixed", "linear", "piecewise"]),
@@ -363,11 +395,15 @@ def validate(cfg: Config) -> None:
         ("eval.limit", cfg.eval.limit is None or cfg.eval.limit > 0, "must be > 0"),
         ("eval.batch_size", cfg.eval.batch_size is None or cfg.eval.batch_size >= 1, "must be >= 1 or none"),
         ("eval.step_size", cfg.eval.step_size is None or cfg.eval.step_size > 0, "must be > 0"),
+        ("hard.rho", 0 <= cfg.hard.rho <= 1, "must lie in [0, 1]"),
+        ("hard.beta", cfg.hard.beta is None or 0 <= cfg.hard.beta <= 1, "must lie in [0, 1]"),
+        ("hard.reset", cfg.hard.reset >= 0, "must be >= 0 (0: never reset)"),
     ]
     for name, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r} {rule}")
     _choice("eval.checkpoint", cfg.eval.checkpoint, ["best", "last", "both"])
+    _validate_subset(cfg.data)
     _validate_bilaw(cfg)
     from irat.training import tensorboard
 
@@ -491,6 +527,24 @@ def _validate_bilaw(cfg: Config) -> None:
                 "differentiates the model functionally in forward and reverse mode, which irat does not "
                 "compile; use --train.compile=off"
             )
+
+
+def _validate_subset(d: DataConfig) -> None:
+    from irat.data.subset import parse_subset
+
+    if d.subset is None:
+        if d.subset_from is not None:
+            raise ConfigError("data.subset_from needs data.subset (easiest:N, hardest:N or random:N)")
+        return
+    try:
+        kind, _ = parse_subset(d.subset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if kind != "random" and d.subset_from is None:
+        raise ConfigError(
+            f"data.subset={d.subset} needs data.subset_from=RUN: the run whose instance difficulty "
+            "ranks the images (trained with the perturbation this run uses)"
+        )
 
 
 def _value(cfg: Config, dotted: str):

@@ -11,7 +11,8 @@ from torch import Tensor
 
 
 def ce(z: Tensor, y: Tensor) -> Tensor:
-    """Cross-entropy ``−log softmax(z)_y`` per sample."""
+    """Cross-entropy ``−log softmax(z)_y`` per sample; ``y`` [B] labels, or [B, n] target
+    distributions (then ``−Σ_k y_k log softmax(z)_k`` = ``soft_ce``: the adaptive targets)."""
     return F.cross_entropy(z, y, reduction="none")
 
 

@@ -28,7 +28,10 @@ class Recipe:
     their source when they are not the usual ones. ``early_stop``: FAT's early-stopped PGD with
     the dynamic budget τ of ``fat_tau``. ``step``: the training attack's step as a fraction of ε
     when ``attack.step_size`` is unset. ``variants``: LRAT/LSAT's attacks, one adversarial variant
-    per instance each (``VARIANTS``; empty: one training attack). ``paper``: the source.
+    per instance each (``VARIANTS``; empty: one training attack). ``cached``: the attack starts
+    from ATTA's per-instance cache and takes ``attack_steps`` steps of ``step``·ε (the hard-instance
+    paper's fast AT); ``target_beta``: β of the adaptive targets (1: the labels). ``schedule``: the
+    learning-rate schedule when ``train.schedule`` is unset. ``paper``: the source.
     """
 
     name: str
@@ -42,10 +45,14 @@ class Recipe:
     early_stop: bool = False
     step: float = 0.25
     variants: tuple[str, ...] = ()
+    cached: bool = False
+    attack_steps: int | None = None
+    target_beta: float = 1.0
     paper: str = ""
     lr: float = 0.1  # DEFAULT_LR
     warmup: int = 0
     defaults_why: str = ""
+    schedule: str = "piecewise"
 
 
 DEFAULT_LR = 0.1
@@ -95,6 +102,17 @@ def default_data_term(variants) -> str:
     """§4.10 DECISION #13: the SAA variant if SAA is simulated, otherwise the method's first
     variant (``same``)."""
     return "saa" if "saa" in variants else "same"
+
+
+HARD_WARMUP = 5 / 38
+"""The hard-instance paper's fast AT: one-hot targets and uniform weights for the first 5 of its
+38 epochs (Appendix C.2), scaled to the run like the other burn-ins."""
+
+FAST_STEP = 0.5
+"""Fast AT's one step from the cache: 4/255 at ε = 8/255 (ATTA, §3.2), i.e. ε/2."""
+
+FINETUNE_LR = 1e-3
+"""Fine-tuning's constant learning rate (§4.12)."""
 
 
 FAT_NOISE = 0.001
@@ -246,6 +264,39 @@ RECIPES: dict[str, Recipe] = {
             "uniform",
             weighting="bilaw-np",
             paper="BiLAW's non-parametric reweighting (seed 000; §4.11, DECISION #20)",
+        ),
+        *[
+            Recipe(
+                name,
+                "at",
+                "ce",
+                "none",
+                weighting="hard" if reweight else "uniform",
+                burn_in=HARD_WARMUP if (reweight or adaptive) else 0.0,
+                cached=True,
+                attack_steps=1,
+                step=FAST_STEP,
+                target_beta=0.1 if adaptive else 1.0,
+                paper=f"hard-instance paper, Algorithm 1: {what} (§3.7, §4.12)",
+            )
+            for name, reweight, adaptive, what in [
+                ("fast-at", False, False, "ATTA, one PGD step per batch from a per-instance cache"),
+                ("fast-at-rw", True, False, "ATTA with reweighting by p_y(x')"),
+                ("fast-at-at", False, True, "ATTA with adaptive targets"),
+                ("fast-at-rw-at", True, True, "ATTA with reweighting and adaptive targets"),
+            ]
+        ],
+        Recipe(
+            "finetune",
+            "finetune",
+            "ce",
+            "uniform",
+            6.0,
+            weighting="hard",
+            lr=FINETUNE_LR,
+            defaults_why="the hard-instance paper fine-tunes at a constant 1e-3 (§4.12)",
+            schedule="constant",
+            paper="hard-instance paper, adversarial fine-tuning with extra data, RW+KL (§4.12)",
         ),
     ]
 }

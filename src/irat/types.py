@@ -18,11 +18,15 @@ from torch import Tensor
 class Batch:
     """One mini-batch. ``idx`` [B] long: dataset indices (they travel with every batch so that
     per-instance records and state are keyed by index); ``x`` [B, C, H, W] float in [0, 1];
-    ``y`` [B] long."""
+    ``y`` [B] long. With augmentation, the loader's draws: ``crop`` [B, 2] long row and column
+    offsets into the zero-padded image, ``flip`` [B] bool (None: not drawn); ATTA's cache applies
+    the same view to its stored perturbation (``irat.data.augmentation``)."""
 
     idx: Tensor
     x: Tensor
     y: Tensor
+    crop: Tensor | None = None
+    flip: Tensor | None = None
 
     def __len__(self) -> int:
         return self.y.shape[0]

@@ -6,6 +6,7 @@ irat uses matplotlib), confusion matrices under attack, and a Markdown report.
 """
 
 from irat.analysis.confusion import adversarial_confusion, adversarial_predictions, confusion_matrix
+from irat.analysis.difficulty import d_distance, difficulty
 from irat.analysis.records import AnalysisError, Records, load_records, record_files
 from irat.analysis.report import analyze, class_names
 from irat.analysis.run import LoadedRun, load_run
@@ -19,6 +20,8 @@ __all__ = [
     "analyze",
     "class_names",
     "confusion_matrix",
+    "d_distance",
+    "difficulty",
     "load_records",
     "load_run",
     "record_files",

@@ -402,3 +402,154 @@ def per_class_bars(
     if labels:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
     return _save(fig, path)
+
+
+def group_colors(groups: int = 10) -> list:
+    """Colours from hard (G0, dark) to easy (G9, light) on the viridis map."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](v) for v in np.linspace(0.0, 0.9, groups)]
+
+
+def group_curves(
+    epochs: np.ndarray,
+    values: np.ndarray,
+    path: str | Path,
+    *,
+    errors: Mapping[str, np.ndarray] | None = None,
+    ylabel: str = "mean training loss",
+    title: str = "Training loss per difficulty group",
+) -> Path:
+    """One line per difficulty group: ``values`` [E, G] (G0 hardest … G9 easiest) against
+    ``epochs`` [E]; ``errors`` ({label: [E]}, e.g. the robust training and validation error) on a
+    second axis in grey, dashed for training curves (the paper's Figure 2a layout)."""
+    epochs, values = np.asarray(epochs), np.asarray(values, dtype=np.float64)
+    fig, (ax,) = _figure(size=(7.5, 4.8))
+    colors = group_colors(values.shape[1])
+    marker = "o" if len(epochs) <= 30 else None
+    for g in range(values.shape[1]):
+        if np.isfinite(values[:, g]).any():
+            ax.plot(epochs, values[:, g], color=colors[g], marker=marker, markersize=3, label=f"G{g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(epochs) <= 20:
+        ax.set_xticks(epochs)
+    handles, labels = ax.get_legend_handles_labels()
+    if errors:
+        right = ax.twinx()
+        for label, curve in errors.items():
+            style = "--" if "train" in label else "-"
+            right.plot(epochs, np.asarray(curve, dtype=np.float64), style, color="grey", label=label)
+        right.set_ylabel("error")
+        right.set_ylim(-0.02, 1.02)
+        h2, l2 = right.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.12, 1), fontsize=7, frameon=False)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def group_bars(
+    series: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """Grouped bars over the difficulty groups G0 … G(G−1): one bar per entry of ``series``
+    ({label: [G]}; NaN for an empty group)."""
+    fig, (ax,) = _figure(size=(7.5, 4.2))
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    groups = len(next(iter(series.values()))) if n else 0
+    for i, (label, v) in enumerate(series.items()):
+        ax.bar(
+            np.arange(groups) + (i - (n - 1) / 2) * width, np.asarray(v, dtype=np.float64), width, label=label
+        )
+    ax.set_xticks(range(groups), [f"G{g}" for g in range(groups)])
+    ax.set_xlabel("difficulty group (G0 hardest, G9 easiest)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if n > 1:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def gallery(
+    easiest: np.ndarray,
+    hardest: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Easiest (left) and hardest (right) training images per class",
+) -> Path:
+    """One row per class: the ``m`` easiest images, a gap, then the ``m`` hardest ones, tiled into
+    one mosaic (one ``imshow``). ``easiest``, ``hardest`` [K, m, C, H, W] in [0, 1]; a missing
+    image (a class with fewer than m) is NaN and stays blank."""
+    k, m, c, h, w = easiest.shape
+    cell_h, cell_w = h + 1, w + 1
+    mosaic = np.ones((k * cell_h, (2 * m + 1) * cell_w, c), dtype=np.float32)
+    for row in range(k):
+        for j, img in enumerate([*easiest[row], None, *hardest[row]]):
+            if img is None or not np.isfinite(img).all():
+                continue
+            mosaic[row * cell_h : row * cell_h + h, j * cell_w : j * cell_w + w] = np.transpose(
+                img, (1, 2, 0)
+            )
+    fig, (ax,) = _figure(size=(0.45 * (2 * m + 1) + 1.5, 0.45 * k + 0.8))
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(np.arange(k) * cell_h + h / 2, class_names, fontsize=7)
+    ax.set_xticks([m * cell_w / 2, (1.5 * m + 1) * cell_w], ["easiest", "hardest"], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def difficulty_scatter(
+    d_a: np.ndarray,
+    d_b: np.ndarray,
+    path: str | Path,
+    *,
+    labels: tuple[str, str],
+    seed: int = 0,
+    title: str = "",
+) -> Path:
+    """Scatter of the difficulty two runs assign to the same instances (at most ``MAX_POINTS``)."""
+    keep = subsample(len(d_a), MAX_POINTS, seed)
+    fig, (ax,) = _figure(size=(5.2, 5.0))
+    ax.scatter(np.asarray(d_a)[keep], np.asarray(d_b)[keep], s=4, alpha=0.4, linewidths=0)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set_xlabel(f"difficulty in {labels[0]}")
+    ax.set_ylabel(f"difficulty in {labels[1]}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def error_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str = "Robust error",
+    ylabel: str = "robust error",
+) -> Path:
+    """One colour per run: ``curves`` {label: (epochs, training error, held-out error)}, training
+    error dashed and held-out error solid (the hard-instance paper's Figure 1 layout)."""
+    fig, (ax,) = _figure(size=(7.0, 4.6))
+    for i, (label, (epochs, train, held_out)) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(epochs, train, "--", color=color, label=f"{label}, training")
+        ax.plot(epochs, held_out, "-", color=color, label=f"{label}, held-out")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -7,6 +7,8 @@ adversarial_confusion.png/.csv  true vs predicted class under an attack (test sp
 learning_curves.png           metrics.jsonl: training loss, robust/clean accuracies
 learned_weight_vs_margin.png  BiLAW runs: weight vs p_y − max_{j≠y} p_j, coloured by class
 learned_weight_over_epochs.png  BiLAW runs: mean weight per margin bin, per epoch
+difficulty.csv, group_loss.png, gallery.png, feature_norms.png, test_groups.png,
+difficulty_vs_other.png       the hard-instance analyses (``irat.analysis.hard``)
 report.md
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irat.analysis import plots
+from irat.analysis import hard, plots
 from irat.analysis.confusion import adversarial_confusion
 from irat.analysis.records import AnalysisError, Records, load_records
 from irat.analysis.run import load_run
@@ -59,20 +61,26 @@ def analyze(
     *,
     checkpoint: str = "last",
     data_dir: str | None = None,
+    against: str | Path | None = None,
 ) -> Path:
     """Write the figures of the run in ``run_dir`` and ``analysis/report.md``; return the report's path.
 
     ``epoch``: the epoch of the per-epoch weight figures (default: the last recorded one).
     ``limit``: the number of test images (the first ones) of the confusion matrix under
     ``attack`` at the run's ε and norm, with the ``checkpoint`` ("last" or "best") weights;
-    ``limit=0`` skips it (and needs neither the data nor a checkpoint). ``data_dir``: where the
-    dataset's files are, when not where the run found them.
+    ``limit=0`` skips it (and needs neither the data nor a checkpoint), and with it the analyses
+    that need the model (feature norms and test error per difficulty group, on the first ``limit``
+    test images) and the image gallery. ``data_dir``: where the dataset's files are, when not where
+    the run found them. ``against``: another run directory; the report adds the D-distance between
+    the difficulty the two runs assign to their common training instances.
     """
     from irat.training.loop import config_from_run
 
     run = RunDir(run_dir)
     if not run.exists():
         raise AnalysisError(f"{run.path} is not a run directory (no config.yaml)")
+    if against is not None and not RunDir(against).exists():
+        raise AnalysisError(f"--against {against} is not a run directory (no config.yaml)")
     if limit is None or int(limit) < 0:
         raise AnalysisError(f"limit={limit} must be a number of test images >= 0 (0: no confusion matrix)")
     limit = int(limit)
@@ -109,6 +117,19 @@ def analyze(
             (out / f).unlink(missing_ok=True)
         sections.append("## Adversarial confusion matrix\n\nSkipped (limit = 0).\n")
     sections.append(_curves_section(out, run.metrics()))
+    text, d = hard.difficulty_section(out, recs, run.metrics())
+    sections.append(text)
+    if against is not None:
+        sections.append(hard.against_section(out, run.path, Path(against), seed=cfg.train.seed))
+    if limit:
+        from irat import attacks
+
+        built = attacks.build(attack, eps=cfg.attack.eps, norm=cfg.attack.norm, step_size=cfg.eval.step_size)
+        sections.append(hard.gallery_section(out, loaded.data.train, recs, d, names))
+        sections.append(hard.features_section(out, loaded, recs, d, attack, built))
+        sections.append(hard.test_groups_section(out, loaded, attack, built, limit))
+    else:
+        sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report

@@ -73,6 +73,7 @@ def pgd(
     generator: torch.Generator | None = None,
     tau: int | None = None,
     noise: float = 0.0,
+    x_start: Tensor | None = None,
 ) -> AttackResult:
     """PGD with ``steps`` iterations of size ``step_size`` in the ``norm`` ball of radius ``eps``.
 
@@ -84,6 +85,8 @@ def pgd(
     passes False and recomputes them in train mode with a graph); with ``record_path`` and
     ``first_wrong`` that forward is needed anyway and its logits are returned.
     K = 0 returns the start x⁰ (= x for start ``none``); ε = 0 returns x for any K and start.
+    ``x_start`` [B, C, H, W]: start from ``Π(x_start)`` instead of a random start (ATTA's cached
+    adversarial example, ``irat.attacks.atta``; ``start`` is then not drawn).
 
     Early stopping (FAT, §3.6) with ``tau`` (per-sample budget τ ≥ 0, None: off): at iterate k a
     misclassified sample with budget 0 is frozen (returned as it is), a misclassified one with
@@ -103,7 +106,10 @@ def pgd(
                 logits_nat = model(x)
         if loss == "kl":
             target = logits_nat.detach()
-        x_adv = ball.random_start(x, start, generator)
+        if x_start is not None:
+            x_adv = ball.project(x_start.detach().to(x.dtype), x)
+        else:
+            x_adv = ball.random_start(x, start, generator)
         if record_path:
             n_correct = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         if track_first:

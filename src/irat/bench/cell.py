@@ -54,7 +54,7 @@ def eval_stem(which: str, names: list[str]) -> str:
 def comparable(values: dict) -> dict:
     """A run's config as a flat {section.key: value} of what determines its training: without
     the ``eval`` section and ``VOLATILE`` keys, with the data split seed, burn-in, D_meta size,
-    learning rate and warm-up resolved as ``irat.train`` stores them."""
+    learning rate, warm-up and schedule resolved as ``irat.train`` stores them."""
     from irat.config import from_dict, meta_size
     from irat.training.assemble import burn_in_epochs, train_defaults
 
@@ -66,7 +66,7 @@ def comparable(values: dict) -> dict:
         cfg.weighting.burn_in = burn_in_epochs(cfg)
     cfg.data.meta_size = meta_size(cfg)
     chosen = train_defaults(cfg)
-    cfg.train.lr, cfg.train.warmup = chosen["lr"], chosen["warmup"]
+    cfg.train.lr, cfg.train.warmup, cfg.train.schedule = chosen["lr"], chosen["warmup"], chosen["schedule"]
     flat = {}
     for section, entries in cfg.to_dict().items():
         if section == "eval":

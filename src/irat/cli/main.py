@@ -1,9 +1,9 @@
 """The ``irat`` command: ``irat train``, ``irat eval RUN_DIR``, ``irat analyze RUN_DIR``,
-``irat compare``, ``irat bench SPEC``, ``irat report RUN_DIR...``, ``irat export RUN_DIR``,
-``irat data fetch NAME`` / ``irat data list``.
+``irat compare``, ``irat finetune RUN_DIR --extra ...``, ``irat bench SPEC``,
+``irat report RUN_DIR...``, ``irat export RUN_DIR``, ``irat data fetch NAME`` / ``irat data list``.
 
 Options not listed by ``--help`` are config overrides of the form ``--section.key=value``
-(sections: data, model, attack, train, weighting, eval; see ``irat.config``), or a bare
+(sections: data, model, attack, train, weighting, eval, bilaw, hard; see ``irat.config``), or a bare
 ``--key=value`` (``--epochs=5``, ``--weighting=vir --objective=mart``), which belongs to the first
 section in train, weighting, attack, data, model, eval that has the key (``irat.config.bare_key``:
 ``--batch_size`` is ``train.batch_size``; write ``--eval.batch_size`` for evaluation).
@@ -24,12 +24,15 @@ EXAMPLES = """examples:
   irat eval runs/at --attacks clean,pgd-20:eps/4,pgd-100:1/255,autoattack@1000 --checkpoint both
   irat eval runs/q --attacks clean,pgd-20,square --bpda   # see through declared preprocessing
   irat analyze runs/at                         # figures + runs/at/analysis/report.md
+  irat analyze runs/at --against runs/at-seed1 # + D-distance of the two runs' instance difficulty
   irat compare --config configs/demo.yaml --methods at,mail-trades,vir-trades --out runs/demo
   irat train --method=at --weighting=vir --objective=mart --out runs/vir-mart   # any combination
   irat bench configs/bench/cpu-fmnist.yaml --dry-run   # the plan and a cost estimate
   irat bench configs/bench/cpu-fmnist.yaml            # methods x seeds, mean +- std, report.html
   irat report runs/demo runs/at --html report.html     # tables and report of existing runs
   irat export runs/at --format safetensors             # weights + model card
+  irat train --method=fast-at-rw-at --out runs/fast  # the hard-instance paper's fast AT
+  irat finetune runs/at --extra heldout --out runs/at-ft  # + extra data, half of every batch
   irat data fetch fashion-mnist                # find, download (verified) or apt-install the data
   irat data list                               # where each dataset is, its files and checksums
 """
@@ -123,6 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)"
     )
     x.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a run's model with extra data (the hard-instance paper's RW+KL)",
+        description="Adversarially fine-tune the model of RUN_DIR: its data, model and attack, method "
+        "finetune (loss sum_i w_i [ce(x'_i) + 6 KL(p(x_i) || p(x'_i))], w = p_y(x') normalised), constant "
+        "lr 1e-3, 1 epoch (one pass over the extra data), each batch half training and half extra "
+        "images. Ablations: --weighting=uniform (KL), --train.trade_off=0 (RW), both (vanilla AT). "
+        "Other config keys as in 'irat train' (--section.key=value).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ft.add_argument("run_dir", help="the pretrained run (a run directory written by 'irat train')")
+    ft.add_argument(
+        "--extra",
+        required=True,
+        help="heldout (the training-file images the run did not use) | a dataset name | an .npz file "
+        "with images x and labels y",
+    )
+    ft.add_argument("--out", help="run directory to create (default: RUN_DIR-finetune)")
+    ft.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="weights to start from (default: best)"
+    )
+    ft.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    ft.add_argument("--data-dir", help="folder holding the dataset files (same as --data.root)")
+    ft.add_argument("--eval", action="store_true", help="evaluate the best checkpoint afterwards")
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     e.add_argument("run_dir", help="a run directory written by 'irat train'")
@@ -165,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", choices=["best", "last"], default="last", help="which checkpoint (default: last)"
     )
     a.add_argument("--data-dir", help="folder holding the dataset files")
+    a.add_argument(
+        "--against",
+        metavar="RUN_B",
+        help="another run: report the D-distance between the two runs' instance difficulties",
+    )
 
     d = sub.add_parser("data", help="fetch a dataset, or list where each one is")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -198,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     bad = [a for a in extra if not (a.startswith("--") and ("=" in a or "." in a))]
-    if bad or (extra and args.command not in ("train", "compare", "bench")):
+    if bad or (extra and args.command not in ("train", "compare", "bench", "finetune")):
         parser.error(
             f"unrecognized arguments: {' '.join(bad or extra)} (config overrides look like --train.epochs=5)"
         )
@@ -209,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "compare":
             return _compare(args, extra)
+        if args.command == "finetune":
+            return _finetune(args, extra)
         if args.command == "data":
             return _data(args)
         if args.command == "bench":
@@ -254,10 +290,7 @@ def _resume_hint(args) -> str:
 
 
 def _train(args, overrides: list[str]) -> int:
-    import torch
 
-    import irat
-    from irat.analysis.run import load_data
     from irat.config import load
     from irat.training.loop import config_from_run
     from irat.training.rundir import RunDir
@@ -271,6 +304,16 @@ def _train(args, overrides: list[str]) -> int:
         cfg = config_from_run(args.out)
     else:
         cfg = load(args.config, overrides)
+    return _run(cfg, args)
+
+
+def _run(cfg, args) -> int:
+    """Train what ``cfg`` describes into ``args.out``; print the summary; evaluate with ``--eval``."""
+    import torch
+
+    import irat
+    from irat.analysis.run import load_data
+
     torch.manual_seed(cfg.train.seed)
     data = load_data(cfg, args.data_dir)
     model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
@@ -295,6 +338,41 @@ def _train(args, overrides: list[str]) -> int:
             )
         )
     return 0
+
+
+FINETUNE_RESET = {
+    "train": ("method", "objective", "trade_off", "lr", "schedule", "init"),
+    "weighting": None,  # the whole section: the pretrained method's weighting options do not carry over
+    "hard": None,
+}
+
+
+def _finetune(args, overrides: list[str]) -> int:
+    """``irat finetune RUN_DIR --extra ...``: the run's config with method finetune, 1 epoch,
+    ``train.init`` = its checkpoint and ``data.extra``; then the overrides."""
+    from irat.analysis.run import checkpoint_path
+    from irat.config import load
+    from irat.training.loop import config_from_run
+    from irat.training.rundir import RunDir
+
+    args.out = args.out or f"{str(args.run_dir).rstrip('/')}-finetune"
+    if args.resume and RunDir(args.out).exists():
+        return _train(argparse.Namespace(**{**vars(args), "config": None}), overrides)
+    pretrained = config_from_run(args.run_dir)
+    base = pretrained.to_dict()
+    for section, keys in FINETUNE_RESET.items():
+        if keys is None:
+            base.pop(section)
+        else:
+            for key in keys:
+                base[section].pop(key)
+    base["train"].update(
+        method="finetune", epochs=1, init=str(checkpoint_path(args.run_dir, args.checkpoint, pretrained))
+    )
+    base["data"]["extra"] = args.extra
+    if args.data_dir:
+        base["data"]["root"] = args.data_dir
+    return _run(load(None, overrides, base=base), args)
 
 
 def _compare(args, overrides: list[str]) -> int:
@@ -420,6 +498,7 @@ def _analyze(args) -> int:
         attack=args.attack,
         checkpoint=args.checkpoint,
         data_dir=args.data_dir,
+        against=args.against,
     )
     print(report)
     return 0

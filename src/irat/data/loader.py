@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from irat.data.augmentation import augment as augment_batch
+from irat.data.augmentation import augment_with_draws
 from irat.data.spec import DatasetSpec
 from irat.data.split import Split
 from irat.types import Batch
@@ -30,7 +30,8 @@ class Loader:
 
     ``shuffle``: a new permutation each epoch, set by ``set_epoch(e)`` (epoch 0 until called);
     ``augment``: apply ``augment(x, spec.crop_padding, spec.flip)`` to each batch (needs ``spec``);
-    ``drop_last``: skip the final incomplete batch. ``batch.idx`` holds the split's ``idx`` values.
+    ``drop_last``: skip the final incomplete batch. ``batch.idx`` holds the split's ``idx`` values;
+    with augmentation ``batch.crop`` and ``batch.flip`` hold the draws.
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class Loader:
             gen = torch.Generator(device=split.device).manual_seed(derive_seed(self.seed, self.epoch, 1))
         for i in range(len(self)):
             pos = order[i * bs : (i + 1) * bs]
-            x = split.x[pos]
+            x, crop, flip = split.x[pos], None, None
             if gen is not None:
-                x = augment_batch(x, self.spec.crop_padding, self.spec.flip, generator=gen)
-            yield Batch(split.idx[pos], x, split.y[pos])
+                x, crop, flip = augment_with_draws(x, self.spec.crop_padding, self.spec.flip, generator=gen)
+            yield Batch(split.idx[pos], x, split.y[pos], crop, flip)

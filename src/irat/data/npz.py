@@ -77,3 +77,31 @@ def read_npz(path: Path):
     if h != w:
         raise DataError(f"{path}: images must be square, found {h}x{w}")
     return (*out, None)
+
+
+def read_extra_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Extra training data from an .npz file: images ``x`` and labels ``y`` (or ``x_train`` and
+    ``y_train``), in the formats ``read_npz`` accepts. Labels are required (pseudo-labels for
+    unlabelled data, as the hard-instance paper's 80M-TinyImages)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = list(f.files)
+            for xk, yk in (("x", "y"), ("x_train", "y_train")):
+                if xk in names:
+                    if yk not in names:
+                        raise DataError(
+                            f"{path} has images {xk!r} but no labels {yk!r}; extra training data needs "
+                            "labels (pseudo-labels for unlabelled images)"
+                        )
+                    x = _images(f[xk], path, xk)
+                    return x, _labels(f[yk], x.shape[0], path, yk)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path} not found") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    raise DataError(
+        f"{path} holds no images: it needs arrays x and y (or x_train and y_train); found {names}"
+    )

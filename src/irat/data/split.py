@@ -118,3 +118,12 @@ def stratified_split(y: Tensor, sizes: Sequence[int], seed: int = 0) -> list[Ten
         out.append(sel)
     out.append(torch.nonzero(~chosen).flatten())
     return out
+
+
+def index_slots(idx: Tensor) -> Tensor:
+    """``slot`` [max(idx) + 1] long: ``slot[idx[i]] = i`` and −1 elsewhere, so that per-instance
+    state is stored densely (one row per instance) and looked up by dataset index."""
+    size = int(idx.max()) + 1 if len(idx) else 0
+    slot = torch.full((size,), -1, dtype=torch.long, device=idx.device)
+    slot[idx] = torch.arange(len(idx), device=idx.device)
+    return slot

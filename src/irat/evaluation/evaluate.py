@@ -159,8 +159,6 @@ def evaluate(
     the same weights and images reads a finished attack back instead of running it again).
     ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
     whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
-    ``cache``: an ``irat.evaluation.AttackCache`` of this model; an attack found there is not run
-    again, and each attack is stored as soon as it finishes (a killed evaluation resumes).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")

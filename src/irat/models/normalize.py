@@ -42,8 +42,20 @@ class Normalized(nn.Sequential):
     """``Normalize`` followed by the architecture ``net``: ``model(x) == model.net(model.normalize(x))``.
     With ``preprocess`` (a parameter-free ``irat.models.Preprocessing``, e.g. quantisation) that
     step comes first: ``model.net(model.normalize(model.preprocess(x)))``; the state dict keys
-    stay the same."""
+    stay the same.
+
+    ``features(x)`` [B, F]: the penultimate-layer activations, the input of the final linear layer
+    (the hard-instance paper's Figure 2b measures their ℓ2 norm per difficulty group). An
+    architecture defines ``features`` itself, or is an ``nn.Sequential`` ending in that layer."""
 
     def __init__(self, normalize: Normalize, net: nn.Module, preprocess: nn.Module | None = None):
         layers = OrderedDict(preprocess=preprocess) if preprocess is not None else OrderedDict()
         super().__init__(OrderedDict(**layers, normalize=normalize, net=net))
+
+    def features(self, x: Tensor) -> Tensor:
+        z = self.normalize(self.preprocess(x) if "preprocess" in self._modules else x)
+        if hasattr(self.net, "features"):
+            return self.net.features(z)
+        if isinstance(self.net, nn.Sequential) and isinstance(self.net[-1], nn.Linear):
+            return self.net[:-1](z).flatten(1)
+        raise TypeError(f"{type(self.net).__name__} exposes no penultimate features")

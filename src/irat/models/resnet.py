@@ -46,9 +46,12 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
 
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate activations [B, 512]: the pooled output of the last stage."""
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
     def forward(self, x: Tensor) -> Tensor:
-        out = self.pool(self.stages(self.stem(x)))
-        return self.fc(out.flatten(1))
+        return self.fc(self.features(x))
 
 
 def resnet18(channels: int, image_size: tuple[int, int], num_classes: int) -> nn.Module:

@@ -69,9 +69,12 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate activations [B, 64·widen]: the pooled, normalised output of the last group."""
+        return self.pool(self.relu(self.bn(self.groups(self.stem(x))))).flatten(1)
+
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn(self.groups(self.stem(x))))
-        return self.fc(self.pool(out).flatten(1))
+        return self.fc(self.features(x))
 
 
 def wide_resnet(

@@ -11,6 +11,10 @@ and the lrat objective (``variant_plan``, ``_variant_step``).
 The learned weightings (bilaw, bilaw-np) keep state across steps and epochs: ``build_learned``
 makes their ``LearnedWeighting`` once per run (from the ``bilaw`` section and the held-out D_meta),
 and ``build_step`` binds it, with this epoch's attack and objective, into ``StepParts.meta_step``.
+
+The hard-instance paper's fast AT keeps per-instance state (ATTA's perturbation cache, adaptive
+targets): ``instance_state`` builds it once per run and ``build_step(..., state=)`` hands it to the
+step (``StepParts.cache``, ``StepParts.targets``).
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from dataclasses import dataclass
 import torch
 
 from irat import attacks, methods, objectives, weighting
-from irat.config import Config, ConfigError, scheme_of
+from irat.attacks.atta import PerturbationCache
+from irat.config import AttackConfig, Config, ConfigError, scheme_of
 from irat.data.split import Split
+from irat.objectives.adaptive_targets import AdaptiveTargets
+from irat.training.instance_state import InstanceState
 from irat.training.schedules import first_drop
 from irat.training.step import StepParts
 from irat.types import Attack
@@ -37,6 +44,7 @@ SCHEME_OPTIONS = {
     "lrat": {"alpha": "alpha", "beta": "beta", "c": "c", "lam": "lam"},
     "bilaw": {},  # options in the config's bilaw section (build_learned)
     "bilaw-np": {},
+    "hard": {},
 }
 """Per scheme: ``weighting.<option>`` of the config → the parameter of ``irat.weighting.make``."""
 
@@ -49,6 +57,7 @@ SCHEME_BURN_IN = {
     "lrat": 0.0,
     "bilaw": 0.0,  # BiLAW describes no burn-in (§4.11)
     "bilaw-np": 0.0,
+    "hard": methods.HARD_WARMUP,
 }
 """Burn-in of a scheme used outside its own recipe (``Recipe.burn_in``'s values)."""
 
@@ -65,11 +74,11 @@ def burn_in_epochs(cfg: Config) -> int:
     scheme, rule = _burn_in_rule(cfg)
     if rule != methods.FIRST_DROP:
         return round(rule * cfg.train.epochs)
-    t = cfg.train
-    drop = first_drop(epochs=t.epochs, schedule=t.schedule, milestones=t.milestones, gamma=t.lr_decay)
+    t, schedule = cfg.train, train_defaults(cfg)["schedule"]
+    drop = first_drop(epochs=t.epochs, schedule=schedule, milestones=t.milestones, gamma=t.lr_decay)
     if drop is None:
         raise ConfigError(
-            f"{scheme} weights start at the first learning-rate drop, and this {t.schedule} schedule has "
+            f"{scheme} weights start at the first learning-rate drop, and this {schedule} schedule has "
             f"none within {t.epochs} epochs; set --weighting.burn_in=N (epochs of all-ones weights, 0: "
             "reweight from the start) or use a piecewise schedule with a milestone"
         )
@@ -77,10 +86,11 @@ def burn_in_epochs(cfg: Config) -> int:
 
 
 def train_defaults(cfg: Config) -> dict:
-    """``{"lr": ..., "warmup": ..., "why": ...}`` of this run: ``train.lr`` / ``train.warmup``
-    where given, else the recipe's (``Recipe.lr``, ``Recipe.warmup``; with ``train.objective`` overriding the
-    recipe's objective, the learning rate of that objective's own recipe): never a change of a value
-    the user set."""
+    """``{"lr": ..., "warmup": ..., "schedule": ..., "why": ...}`` of this run: ``train.lr`` /
+    ``train.warmup`` / ``train.schedule`` where given, else the recipe's (``Recipe.lr``,
+    ``Recipe.warmup``, ``Recipe.schedule``; with ``train.objective`` overriding the recipe's
+    objective, the learning rate of that objective's own recipe): never a change of a value the
+    user set."""
     recipe = methods.get(cfg.train.method)
     t = cfg.train
     objective = t.objective or recipe.objective
@@ -90,6 +100,7 @@ def train_defaults(cfg: Config) -> dict:
     return {
         "lr": t.lr if t.lr is not None else recipe.lr,
         "warmup": t.warmup if t.warmup is not None else recipe.warmup,
+        "schedule": t.schedule if t.schedule is not None else recipe.schedule,
         "why": recipe.defaults_why,
     }
 
@@ -110,7 +121,7 @@ def describe_burn_in(cfg: Config) -> str | None:
     if cfg.weighting.burn_in is not None:
         why = "weighting.burn_in"
     elif rule == methods.FIRST_DROP:
-        why = f"the first learning-rate drop of this {t.schedule} schedule"
+        why = f"the first learning-rate drop of this {train_defaults(cfg)['schedule']} schedule"
     else:
         why = f"{rule:.0%} of the epochs"
     ones = f"epochs 0-{n - 1} use all-ones weights" if n > 0 else "no burn-in"
@@ -238,23 +249,66 @@ def build_learned(cfg: Config, num_classes: int, meta: Split) -> weighting.Learn
         raise ConfigError(str(e)) from None
 
 
+def target_beta(cfg: Config) -> float:
+    """β of the adaptive targets: ``hard.beta``, else the recipe's (1: the labels, no targets)."""
+    return cfg.hard.beta if cfg.hard.beta is not None else methods.get(cfg.train.method).target_beta
+
+
+def instance_state(
+    cfg: Config, split, spec, *, augment: bool, generator: torch.Generator | None = None
+) -> InstanceState | None:
+    """The per-instance state of ``cfg``'s method for the training ``split`` (on its device):
+    ATTA's cache on the crop canvas of ``spec`` (padding ``spec.crop_padding`` when ``augment``),
+    initialised from ``generator``, and the adaptive targets when β < 1; None when the method
+    keeps none."""
+    recipe = methods.get(cfg.train.method)
+    beta = target_beta(cfg)
+    if not recipe.cached and beta >= 1:
+        return None
+    cache = targets = None
+    if recipe.cached:
+        padding = spec.crop_padding if augment else 0
+        cache = PerturbationCache(
+            split.idx, split.x, padding=padding, eps=cfg.attack.eps, norm=cfg.attack.norm, generator=generator
+        )
+    if beta < 1:
+        targets = AdaptiveTargets(
+            split.idx,
+            split.y,
+            spec.num_classes,
+            rho=cfg.hard.rho,
+            beta=beta,
+            warmup=burn_in_epochs(cfg),
+            dtype=split.x.dtype,
+        )
+    return InstanceState(cache=cache, targets=targets, reset=cfg.hard.reset if recipe.cached else 0)
+
+
 def build_step(
     cfg: Config,
     generator: torch.Generator | None = None,
     epoch: int = 0,
     learned: weighting.LearnedWeighting | None = None,
+    state: InstanceState | None = None,
 ) -> StepParts:
     """Assemble attack, weighting and objective for ``epoch`` from the recipe named in
     ``cfg.train.method`` and the config's overrides (any scheme with any objective). A learned
-    weighting (bilaw, bilaw-np) needs ``learned`` from ``build_learned``."""
+    weighting (bilaw, bilaw-np) needs ``learned`` from ``build_learned``; fast AT and adaptive
+    targets need ``state`` from ``instance_state``."""
     recipe = methods.get(cfg.train.method)
     if recipe.variants:
         return _variant_step(cfg, generator)
     objective_name = cfg.train.objective or recipe.objective
     objective = objectives.OBJECTIVES[objective_name]
     trade_off = cfg.train.trade_off if cfg.train.trade_off is not None else recipe.trade_off
+    needs_nat = objectives.NEEDS_NAT[objective_name]
     if objective_name in ("trades", "mart"):
         objective = functools.partial(objective, beta=trade_off if trade_off is not None else 6.0)
+    if objective_name == "finetune":
+        lam = trade_off if trade_off is not None else 6.0
+        objective = functools.partial(objective, lam=lam, detach_clean=cfg.hard.detach_clean)
+        needs_nat = lam != 0  # λ = 0: AT's loss, no natural forward
+    _check_state(cfg, recipe, objective_name, state)
     name, params = scheme_params(cfg)
     if name in weighting.LEARNED:
         if learned is None:
@@ -272,7 +326,9 @@ def build_step(
     if epoch < burn_in:  # all-ones weights: no forward that only the weights read (κ stays recorded)
         needs = needs & {"kappa"}
     attack = None
-    if objectives.NEEDS_ADV[objective_name]:
+    if recipe.cached:
+        attack = _cached_attack(cfg, recipe, generator)
+    elif objectives.NEEDS_ADV[objective_name]:
         a = cfg.attack
         attack_loss = recipe.attack_loss or "ce"
         if objective_name == "trades" and recipe.attack_loss != "kl":
@@ -292,7 +348,6 @@ def build_step(
             tau=methods.fat_tau(epoch, cfg.train.epochs) if recipe.early_stop else None,
             noise=methods.FAT_NOISE if recipe.early_stop else 0.0,
         )
-    needs_nat = objectives.NEEDS_NAT[objective_name]
     meta_step = None
     if name in weighting.LEARNED and epoch >= burn_in:
         meta_step = functools.partial(learned.meta_step, attack=attack, objective=objective)
@@ -303,4 +358,52 @@ def build_step(
         weights=weighting.with_burn_in(scheme, burn_in),
         objective=objective,
         meta_step=meta_step,
+        cache=state.cache if state is not None else None,
+        targets=state.targets if state is not None else None,
+    )
+
+
+def _check_state(
+    cfg: Config, recipe: methods.Recipe, objective_name: str, state: InstanceState | None
+) -> None:
+    """The fast-AT options fit the method, and ``state`` holds what it needs."""
+    beta = target_beta(cfg)
+    if beta < 1 and objective_name not in objectives.SOFT_TARGETS:
+        raise ConfigError(
+            f"adaptive targets (hard.beta={beta:g} < 1) need an objective that takes soft targets "
+            f"({', '.join(objectives.SOFT_TARGETS)}), not {objective_name!r}"
+        )
+    if recipe.cached:
+        if cfg.attack.steps not in (AttackConfig.steps, recipe.attack_steps):
+            raise ConfigError(
+                f"{recipe.name} takes {recipe.attack_steps} PGD step per batch from ATTA's cache "
+                f"(Algorithm 1); attack.steps={cfg.attack.steps} does not apply to it"
+            )
+        if cfg.attack.start is not None:
+            raise ConfigError(f"{recipe.name} starts from ATTA's cache; attack.start does not apply to it")
+    missing = (recipe.cached and (state is None or state.cache is None)) or (
+        beta < 1 and (state is None or state.targets is None)
+    )
+    if missing:
+        raise ValueError(
+            f"method {cfg.train.method!r} keeps per-instance state (ATTA's cache, adaptive targets): "
+            "build it with irat.training.assemble.instance_state(cfg, split, spec, augment=...) and "
+            "pass state= to build_step"
+        )
+
+
+def _cached_attack(cfg: Config, recipe: methods.Recipe, generator: torch.Generator | None):
+    """Fast AT's attack: ``recipe.attack_steps`` CE step(s) of ``step``·ε (or
+    ``attack.step_size``) from ATTA's cache (``StepParts.cache`` hands it ``x_start``)."""
+    a = cfg.attack
+    return functools.partial(
+        attacks.pgd,
+        eps=a.eps,
+        steps=recipe.attack_steps,
+        step_size=a.step_size if a.step_size is not None else recipe.step * a.eps,
+        norm=a.norm,
+        loss="ce",
+        start="none",
+        final_logits=False,
+        generator=generator,
     )

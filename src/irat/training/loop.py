@@ -24,18 +24,26 @@ import irat
 from irat import attacks, methods
 from irat.attacks.build import clean
 from irat.config import Config, ConfigError, from_dict, meta_size, resolve_config
-from irat.data import DataError, Loader, with_meta_split
+from irat.data import DataError, Loader, Split, with_meta_split
+from irat.data.loader import derive_seed
+from irat.data.mixed import MixedLoader
 from irat.evaluation.robust import correct_under
 from irat.losses import ce, pm, true_value
 from irat.runtime import configure_cuda, keep_freed_memory, pick_device
 from irat.training import checkpoint, health
-from irat.training.assemble import build_learned, build_step, burn_in_epochs, describe_burn_in, train_defaults
+from irat.training.assemble import (
+    build_learned,
+    build_step,
+    burn_in_epochs,
+    describe_burn_in,
+    instance_state,
+    train_defaults,
+)
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
 from irat.training.rundir import RunDir
 from irat.training.schedules import learning_rate, warmup_factor
 from irat.training.step import train_step
 from irat.training.tensorboard import ScalarLog
-from irat.types import Batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,13 +89,22 @@ def train(
     data = _hold_out_meta(cfg, data)  # BiLAW's D_meta: out of the training split (data.meta)
     meta = getattr(data, "meta", None)
     learned = build_learned(cfg, data.spec.num_classes, meta) if meta is not None else None
-    # a bad method/scheme combination fails here, before the run directory exists
-    build_step(cfg, learned=learned)
     cfg.model.preprocess = getattr(model, "irat_preprocess", cfg.model.preprocess)
+    device = pick_device(cfg.train.device)
+    # bad input fails from here on, before the run directory exists: a subset, extra data,
+    train_split = _training_split(data, cfg).to(device)
+    extra = _extra_split(data, cfg)
+    fit = train_split if extra is None else _concat(train_split, extra.to(device))  # what is trained on
+    augment = (
+        cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
+    )
+    seed_state = torch.Generator(device=device).manual_seed(derive_seed(cfg.train.seed, 2))
+    state = instance_state(cfg, fit, data.spec, augment=augment, generator=seed_state)
+    build_step(cfg, learned=learned, state=state)  # a method/scheme combination,
+    _load_init(model, cfg)  # initial weights that do not fit the model
     _resolve_burn_in(cfg)
     _resolve_train_defaults(cfg)
     run_dir = RunDir(out)
-    device = pick_device(cfg.train.device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
     configure_cuda(device, deterministic=cfg.train.deterministic)
@@ -109,13 +126,15 @@ def train(
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
         run_dir.prepare_resume()  # a full or read-only disk fails now, not after an epoch
-        state = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
-        if state is not None:
-            checkpoint.restore(model, state, run_dir.last, cfg)
-            optimizer.load_state_dict(state["optimizer"])
+        saved = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
+        if saved is not None:
+            checkpoint.restore(model, saved, run_dir.last, cfg)
+            optimizer.load_state_dict(saved["optimizer"])
             if learned is not None:
-                learned.load_state_dict(state["weighting"])
-            start_epoch, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
+                learned.load_state_dict(saved["weighting"])
+            if state is not None:
+                state.load_state_dict(saved["instance_state"])
+            start_epoch, best_epoch, best_val = saved["epoch"] + 1, saved["best_epoch"], saved["best_val"]
         history = run_dir.keep_metrics_through(start_epoch - 1)
     else:
         files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
@@ -123,17 +142,23 @@ def train(
     if tc.progress and getattr(data, "location", None):
         print(data.provenance(), file=sys.stderr)
 
-    train_split = data.train.to(device)
     val_split = data.val.to(device)
-    augment = (
-        cfg.data.augment if cfg.data.augment is not None else bool(data.spec.crop_padding or data.spec.flip)
-    )
-    loader = Loader(
-        train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
-    )
+    if extra is None:
+        loader = Loader(
+            train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
+        )
+    else:
+        loader = MixedLoader(
+            train_split,
+            extra.to(device),
+            batch_size=tc.batch_size,
+            seed=tc.seed,
+            augment=augment,
+            spec=data.spec,
+        )
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
-    recorder = InstanceRecorder(train_split.idx, train_split.y)
+    recorder = InstanceRecorder(fit.idx, fit.y)
     owner = checkpoint.owner(cfg)  # stored with every checkpoint: another run's file is refused
     scalars = ScalarLog(run_dir.path, tc.tensorboard, start_epoch)
 
@@ -151,7 +176,9 @@ def train(
         _set_lr(optimizer, lr)
         loader.set_epoch(epoch)
         generator.manual_seed(_epoch_seed(tc.seed, epoch))
-        parts = build_step(cfg, generator, epoch, learned)
+        if state is not None:
+            state.begin_epoch(epoch, generator)  # ATTA's cache reset
+        parts = build_step(cfg, generator, epoch, learned, state)
         fast.train()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
@@ -162,7 +189,7 @@ def train(
             if epoch < tc.warmup:
                 _set_lr(optimizer, lr * warmup_factor(epoch * steps + i, tc.warmup * steps))
             if channels_last:
-                batch = Batch(batch.idx, batch.x.contiguous(memory_format=memory_format), batch.y)
+                batch = dataclasses.replace(batch, x=batch.x.contiguous(memory_format=memory_format))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
                 step = train_step(fast, batch, parts, optimizer, epoch)
             s = step.stats
@@ -179,7 +206,7 @@ def train(
                 margin_adv=pm(z, s.y),
             )
             sums += torch.stack([step.loss * len(batch), (z.argmax(1) == s.y).sum().float()])
-        (loss_sum, correct), count = sums.tolist(), len(train_split)
+        (loss_sum, correct), count = sums.tolist(), _images_per_epoch(loader)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / count} in epoch {epoch}; lower --train.lr "
@@ -217,6 +244,8 @@ def train(
         }
         if learned is not None:
             last["weighting"] = learned.state_dict()
+        if state is not None:
+            last["instance_state"] = state.state_dict()
         checkpoint.save(run_dir.last, last)
         if tc.progress:
             shown = {
@@ -277,15 +306,17 @@ def _hold_out_meta(cfg: Config, data):
 
 
 def _resolve_train_defaults(cfg: Config) -> None:
-    """Fill ``train.lr`` and ``train.warmup`` from the recipe where not given (stored in the run's
-    config) and say so when the recipe's value is not the usual one."""
+    """Fill ``train.lr``, ``train.warmup`` and ``train.schedule`` from the recipe where not given
+    (stored in the run's config) and say so when the recipe's value is not the usual one."""
     chosen, t = train_defaults(cfg), cfg.train
     notes = []
     if t.lr is None and chosen["lr"] != methods.DEFAULT_LR:
         notes.append(f"lr {chosen['lr']:g}")
     if t.warmup is None and chosen["warmup"]:
         notes.append(f"{chosen['warmup']} warm-up epochs")
-    t.lr, t.warmup = chosen["lr"], chosen["warmup"]
+    if t.schedule is None and chosen["schedule"] != "piecewise":
+        notes.append(f"a {chosen['schedule']} schedule")
+    t.lr, t.warmup, t.schedule = chosen["lr"], chosen["warmup"], chosen["schedule"]
     if notes and t.progress:
         what = " and ".join(notes)
         print(
@@ -298,6 +329,72 @@ def _resolve_train_defaults(cfg: Config) -> None:
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def _training_split(data, cfg: Config):
+    """``data.train``, or the subset ``data.subset`` names (``irat.data.subset``; the difficulty of
+    ``data.subset_from``'s instances ranks easiest/hardest). Stores the run's absolute path."""
+    d = cfg.data
+    if d.subset is None:
+        return data.train
+    from irat.analysis.difficulty import run_difficulty
+    from irat.data.subset import subset_of
+
+    reference = None
+    if d.subset_from is not None:
+        if not RunDir(d.subset_from).exists():
+            raise ConfigError(f"data.subset_from={d.subset_from} is not a run directory (no config.yaml)")
+        d.subset_from = str(Path(d.subset_from).resolve())
+        idx, _, difficulty = run_difficulty(d.subset_from)
+        reference = (idx, difficulty)
+    seed = d.seed if d.seed is not None else cfg.train.seed
+    try:
+        return subset_of(data.train, d.subset, reference, seed=seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _extra_split(data, cfg: Config) -> Split | None:
+    """The extra data ``data.extra`` names (``irat.data.extra``), or None; a path is stored
+    absolute so that the run reloads it."""
+    source = cfg.data.extra
+    if source is None:
+        return None
+    from irat.data.extra import HELDOUT, load_extra
+
+    if source != HELDOUT and Path(source).exists():
+        cfg.data.extra = str(Path(source).resolve())
+    return load_extra(cfg.data.extra, data)
+
+
+def _concat(a: Split, b: Split) -> Split:
+    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.idx, b.idx]), a.name)
+
+
+def _load_init(model: torch.nn.Module, cfg: Config) -> None:
+    """Start from ``train.init``: a run directory (its best.pt, else last.pt) or a checkpoint file;
+    a ConfigError when it is missing or its weights do not fit ``model``. Stored absolute."""
+    if cfg.train.init is None:
+        return
+    path = Path(cfg.train.init)
+    if RunDir(path).exists():
+        path = RunDir(path).best if RunDir(path).best.exists() else RunDir(path).last
+    if not path.is_file():
+        raise ConfigError(f"train.init={cfg.train.init}: no such run directory or checkpoint file")
+    try:
+        model.load_state_dict(checkpoint.load(path)["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ConfigError(
+            f"train.init={path}: its weights do not fit model {cfg.model.name!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    cfg.train.init = str(path.resolve())
+
+
+def _images_per_epoch(loader) -> int:
+    if isinstance(loader, MixedLoader):
+        return 2 * len(loader.extra) + len(loader) * (loader.batch_size % 2)  # as many training images
+    return len(loader.split)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -57,8 +57,11 @@ def stock_copy(model: torch.nn.Module) -> torch.nn.Module:
 def covers(parts: StepParts) -> bool:
     """Whether ``reference_step`` has a reference for the method of ``parts``: an attack, ℓ∞ PGD
     on ce, kl or cw, no FAT early stop, no SAA, no learned weighting (BiLAW's meta step is checked
-    against finite differences and its closed form in tests/test_bilaw.py instead)."""
+    against finite differences and its closed form in tests/test_bilaw.py instead), no per-instance
+    state (fast AT has its own Algorithm-1 reference in tests/test_fast_at.py)."""
     if parts.attack is None or parts.meta_step is not None:
+        return False
+    if parts.cache is not None or parts.targets is not None:
         return False
     kw = parts.attack.keywords
     inner = [a.keywords for a in kw["attacks"]] if "attacks" in kw else [kw]

@@ -1,8 +1,8 @@
 """One training step, as a straight line (DESIGN.md, "The data flow of one training step"):
 
     attack → adversarial forward → natural forward (only if needed) → SampleStats (detached,
-    computed once) → [meta step of a learned weighting] → weights → objective → backward →
-    optimizer step.
+    computed once) → [meta step of a learned weighting] → weights → targets → objective →
+    backward → optimizer step.
 
 BatchNorm modes (METHODS.md §1.1.4, "one mode per statistic"): the attack runs in eval mode; the
 objective's forwards run in train mode. A statistic of the weights compares two distributions in
@@ -22,6 +22,9 @@ its ``meta_step`` updates it once per step, before the weights are read, from th
 and logits (it differentiates through their graph without changing θ, ``.grad`` or the BatchNorm
 buffers); the weights it then gives are detached like every other scheme's.
 
+ATTA (the hard-instance paper's fast AT) starts the attack from a per-instance cache and writes
+its result back (``_attack``); its adaptive targets replace the labels in the objective.
+
 No host synchronisation happens here: the caller accumulates metrics on the device.
 """
 
@@ -33,8 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from irat.attacks.atta import PerturbationCache
 from irat.attacks.mode import kept_running_stats
-from irat.types import Attack, Batch, Objective, SampleStats
+from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,10 @@ class StepParts:
     (detached, burn-in applied; [B, m + 1] for m variants, see ``irat.objectives.lrat``);
     ``objective(logits_nat, logits_adv, y, w) -> (loss, per_sample)``;
     ``meta_step(model, batch, adv, logits_nat, logits_adv, stats, lr)``: the update of a learned
-    weighting (None for the formula schemes and during burn-in)."""
+    weighting (None for the formula schemes and during burn-in);
+    ``cache``: ATTA's perturbation cache (the attack starts from it, ``x_start``, and its result is
+    written back; None: the attack's own start); ``targets(stats) -> labels [B] or soft targets
+    [B, n]`` for the objective (None: the labels)."""
 
     attack: Attack | None
     needs_nat: bool
@@ -53,6 +60,8 @@ class StepParts:
     weights: Callable[[SampleStats], Tensor]
     objective: Objective
     meta_step: Callable[..., None] | None = None
+    cache: PerturbationCache | None = None
+    targets: Callable[[SampleStats], Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ def train_step(
 ) -> StepOutput:
     """Update ``model`` on ``batch`` once; the model is in train mode on entry and exit (the
     attack switches to eval mode internally and restores it)."""
-    adv = parts.attack(model, batch.x, batch.y) if parts.attack is not None else None
+    adv = _attack(model, batch, parts)
     nat_for_weights = _stats_only(model, batch.x, parts)  # before the graphs save BatchNorm's buffers
     logits_adv = forward_variants(model, adv.x_adv, batch.x) if adv is not None else None
     logits_nat = model(batch.x) if parts.needs_nat else None
@@ -86,7 +95,8 @@ def train_step(
     if parts.meta_step is not None:  # a learned weighting (BiLAW) learns from this step first
         parts.meta_step(model, batch, adv, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
     w = parts.weights(stats)
-    loss, _ = parts.objective(logits_nat, logits_adv, batch.y, w)
+    targets = parts.targets(stats) if parts.targets is not None else batch.y
+    loss, _ = parts.objective(logits_nat, logits_adv, targets, w)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -99,6 +109,18 @@ def forward_variants(model: torch.nn.Module, x_adv: Tensor, x: Tensor) -> Tensor
     if x_adv.dim() == x.dim():
         return model(x_adv)
     return model(x_adv.flatten(0, 1)).unflatten(0, x_adv.shape[:2])
+
+
+def _attack(model: torch.nn.Module, batch: Batch, parts: StepParts) -> AttackResult | None:
+    """The training attack on ``batch``; with ATTA's cache it starts from the cached examples of
+    ``batch.idx`` (in the batch's crop/flip view) and its result goes back into the cache."""
+    if parts.attack is None:
+        return None
+    if parts.cache is None:
+        return parts.attack(model, batch.x, batch.y)
+    adv = parts.attack(model, batch.x, batch.y, x_start=parts.cache.read(batch))
+    parts.cache.write(batch, adv.x_adv)
+    return adv
 
 
 def _stats_only(model: torch.nn.Module, x: Tensor, parts: StepParts) -> Tensor | None:

@@ -11,6 +11,7 @@ BiLAW's weighting is learned, not a formula (``LEARNED`` names its two variants)
 
 from irat.weighting.burn_in import with_burn_in
 from irat.weighting.gairat import gairat, gairat_lambda
+from irat.weighting.hard import hard
 from irat.weighting.learned import LearnedWeighting
 from irat.weighting.lrat import data_coefficient, lrat, lrat_coefficients
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
@@ -43,6 +44,7 @@ __all__ = [
     "gairat_lambda",
     "lrat",
     "lrat_coefficients",
+    "hard",
     "mail",
     "make",
     "meta_weight_gradient",

@@ -12,6 +12,7 @@ SampleStats) -> w [B]`` including the normalisation METHODS.md prescribes, and `
 | vir     | α·exp(−γ·p_y(x))·KL(p(x)‖p(x'))+β | none               | logits_nat, logits_adv                  |
 | lrat    | α·clamp(1−t,0)^β per variant, or  | joint: all ω and c | logits_adv [B, m, n] (variants),        |
 |         | GAIRAT(κ); c = [C − Σ_j ω]_+      | over mean(c + Σω)  | steps_to_flip (GD)                      |
+| hard    | p_y(x') (hard.py)                 | normalize_to_batch | logits_adv                              |
 
 Parameters (defaults in brackets):
 
@@ -27,6 +28,7 @@ Parameters (defaults in brackets):
   variant column ∈ {lrat, gd, none} [("lrat",)]: α(1 − t)^β, GAIRAT's raw weight of κ (``lam``
   [−1], ``num_steps`` K [10]), or 0 (a variant run only for the data term). Returns [B, m + 1]
   (``irat.weighting.lrat_coefficients``: column m is the data term's c).
+* hard: no parameters (the hard-instance paper's RW weights).
 
 ``needs`` answers a subset of {"nat", "kappa", "first_wrong"}: "nat" = natural logits
 (``SampleStats.logits_nat``), "kappa" = ``steps_to_flip`` from the PGD path (``record_path=True``),
@@ -53,6 +55,7 @@ from torch import Tensor
 from irat import losses
 from irat.types import SampleStats
 from irat.weighting.gairat import SCHEDULES, gairat, gairat_lambda
+from irat.weighting.hard import hard
 from irat.weighting.lrat import lrat, lrat_coefficients
 from irat.weighting.mail import const3, mail, prob_margin_adv, prob_margin_dif, prob_margin_nat
 from irat.weighting.normalize import normalize_to_batch
@@ -62,7 +65,7 @@ from irat.weighting.wmmr import wmmr
 
 Scheme = Callable[[SampleStats], Tensor]
 
-NAMES = ("uniform", "gairat", "wmmr", "mail", "vir", "lrat")
+NAMES = ("uniform", "gairat", "wmmr", "mail", "vir", "lrat", "hard")
 LRAT_RULES = ("lrat", "gd", "none")
 
 
@@ -203,6 +206,10 @@ def _build_lrat(
     return scheme, ({"kappa"} if "gd" in rules else set())
 
 
+def _build_hard() -> tuple[Scheme, set[str]]:
+    return (lambda stats: normalize_to_batch(hard(stats.logits_adv, stats.y))), set()
+
+
 _BUILDERS: dict[str, Callable[..., tuple[Scheme, set[str]]]] = {
     "uniform": _build_uniform,
     "gairat": _build_gairat,
@@ -210,6 +217,7 @@ _BUILDERS: dict[str, Callable[..., tuple[Scheme, set[str]]]] = {
     "mail": _build_mail,
     "vir": _build_vir,
     "lrat": _build_lrat,
+    "hard": _build_hard,
 }
 
 
