@@ -50,21 +50,25 @@ def _labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def read_npz(path: Path):
-    """``(x_train [N,C,H,W] uint8 or float32, y_train, x_test, y_test, None)`` from ``path``."""
-    path = Path(path)
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz file at ``path`` (no pickles); one ``DataError`` when it is missing
+    or not a readable .npz."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in KEYS if k not in f.files]
-            if missing:
-                raise DataError(f"{path} lacks arrays {missing}; it needs {list(KEYS)} (found {f.files})")
-            arrays = {k: f[k] for k in KEYS}
-    except DataError:
-        raise
+            return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataError(f"{path} not found") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+
+
+def read_npz(path: Path):
+    """``(x_train [N,C,H,W] uint8 or float32, y_train, x_test, y_test, None)`` from ``path``."""
+    path = Path(path)
+    arrays = _arrays(path)
+    missing = [k for k in KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks arrays {missing}; it needs {list(KEYS)} (found {list(arrays)})")
     out = []
     for split in ("train", "test"):
         x = _images(arrays[f"x_{split}"], path, f"x_{split}")
@@ -84,24 +88,16 @@ def read_extra_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ``y_train``), in the formats ``read_npz`` accepts. Labels are required (pseudo-labels for
     unlabelled data, as the hard-instance paper's 80M-TinyImages)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            names = list(f.files)
-            for xk, yk in (("x", "y"), ("x_train", "y_train")):
-                if xk in names:
-                    if yk not in names:
-                        raise DataError(
-                            f"{path} has images {xk!r} but no labels {yk!r}; extra training data needs "
-                            "labels (pseudo-labels for unlabelled images)"
-                        )
-                    x = _images(f[xk], path, xk)
-                    return x, _labels(f[yk], x.shape[0], path, yk)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{path} not found") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    arrays = _arrays(path)
+    for xk, yk in (("x", "y"), ("x_train", "y_train")):
+        if xk in arrays:
+            if yk not in arrays:
+                raise DataError(
+                    f"{path} has images {xk!r} but no labels {yk!r}; extra training data needs "
+                    "labels (pseudo-labels for unlabelled images)"
+                )
+            x = _images(arrays[xk], path, xk)
+            return x, _labels(arrays[yk], x.shape[0], path, yk)
     raise DataError(
-        f"{path} holds no images: it needs arrays x and y (or x_train and y_train); found {names}"
+        f"{path} holds no images: it needs arrays x and y (or x_train and y_train); found {list(arrays)}"
     )

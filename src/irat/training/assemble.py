@@ -185,18 +185,16 @@ def _variant_attack(name: str, cfg: Config, generator: torch.Generator | None) -
     a, recipe = cfg.attack, methods.get(cfg.train.method)
     if name == "saa":
         return functools.partial(attacks.saa, eps=a.eps, norm=a.norm)
-    return functools.partial(
-        attacks.pgd,
-        eps=a.eps,
+    loss = "cw" if name == "cw" else "ce"
+    return _pgd(
+        cfg,
+        recipe,
+        generator,
         steps=a.steps,
-        step_size=a.step_size if a.step_size is not None else a.eps * recipe.step,
-        norm=a.norm,
-        loss="cw" if name == "cw" else "ce",
+        loss=loss,
         start=a.start or recipe.start,
         record_path=name == "gd",
         first_wrong=False,
-        final_logits=False,
-        generator=generator,
     )
 
 
@@ -333,18 +331,15 @@ def build_step(
         attack_loss = recipe.attack_loss or "ce"
         if objective_name == "trades" and recipe.attack_loss != "kl":
             attack_loss = "kl"  # TRADES' inner maximisation, whatever the recipe's attack was
-        attack = functools.partial(
-            attacks.pgd,
-            eps=a.eps,
+        attack = _pgd(
+            cfg,
+            recipe,
+            generator,
             steps=a.steps,
-            step_size=a.step_size if a.step_size is not None else a.eps * recipe.step,
-            norm=a.norm,
             loss=attack_loss,
             start=a.start or recipe.start,
             record_path=bool(needs & {"kappa", "first_wrong"}),
             first_wrong="first_wrong" in needs,
-            final_logits=False,
-            generator=generator,
             tau=methods.fat_tau(epoch, cfg.train.epochs) if recipe.early_stop else None,
             noise=methods.FAT_NOISE if recipe.early_stop else 0.0,
         )
@@ -395,15 +390,30 @@ def _check_state(
 def _cached_attack(cfg: Config, recipe: methods.Recipe, generator: torch.Generator | None):
     """Fast AT's attack: ``recipe.attack_steps`` CE step(s) of ``step``·ε (or
     ``attack.step_size``) from ATTA's cache (``StepParts.cache`` hands it ``x_start``)."""
+    return _pgd(cfg, recipe, generator, steps=recipe.attack_steps, loss="ce", start="none")
+
+
+def _pgd(
+    cfg: Config,
+    recipe: methods.Recipe,
+    generator: torch.Generator | None,
+    *,
+    steps: int,
+    loss: str,
+    **options,
+) -> Attack:
+    """The training PGD of every recipe: ε and the norm from ``attack``, the step
+    ``attack.step_size`` or ``recipe.step``·ε, no final forward (the step computes the logits it
+    needs); ``options``: ``start``, ``record_path``, ``first_wrong``, FAT's ``tau`` and ``noise``."""
     a = cfg.attack
     return functools.partial(
         attacks.pgd,
         eps=a.eps,
-        steps=recipe.attack_steps,
-        step_size=a.step_size if a.step_size is not None else recipe.step * a.eps,
+        steps=steps,
+        step_size=a.step_size if a.step_size is not None else a.eps * recipe.step,
         norm=a.norm,
-        loss="ce",
-        start="none",
+        loss=loss,
         final_logits=False,
         generator=generator,
+        **options,
     )

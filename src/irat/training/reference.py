@@ -147,17 +147,7 @@ def reference_step(
     x, y = batch.x, batch.y
     if x_start is None:
         x_start = paper_start(x, kw["start"], kw["eps"])
-    x_adv, kappa = reference_pgd(
-        model,
-        x,
-        y,
-        x_start,
-        eps=kw["eps"],
-        step_size=kw["step_size"],
-        steps=kw["steps"],
-        loss=kw["loss"],
-        record_path=kw["record_path"],
-    )
+    x_adv, kappa = _pgd_as_configured(model, x, y, x_start, kw)
     nat_for_weights = None
     if parts.stats_nat:
         buffers = {name: b.clone() for name, b in model.named_buffers()}
@@ -185,6 +175,21 @@ def reference_step(
     return loss.detach(), w
 
 
+def _pgd_as_configured(model: torch.nn.Module, x: Tensor, y: Tensor, x_start: Tensor, kw: dict):
+    """``reference_pgd`` with the settings of one of irat's PGD partials (its ``keywords``)."""
+    return reference_pgd(
+        model,
+        x,
+        y,
+        x_start,
+        eps=kw["eps"],
+        step_size=kw["step_size"],
+        steps=kw["steps"],
+        loss=kw["loss"],
+        record_path=kw.get("record_path", False),
+    )
+
+
 def _reference_variants_step(
     model: torch.nn.Module,
     batch: Batch,
@@ -203,17 +208,7 @@ def _reference_variants_step(
         x_start = [paper_start(x, kw["start"], kw["eps"]) for kw in variant_kw]
     xs, kappa = [], None
     for kw, start in zip(variant_kw, x_start):
-        x_j, k_j = reference_pgd(
-            model,
-            x,
-            y,
-            start,
-            eps=kw["eps"],
-            step_size=kw["step_size"],
-            steps=kw["steps"],
-            loss=kw["loss"],
-            record_path=kw["record_path"],
-        )
+        x_j, k_j = _pgd_as_configured(model, x, y, start, kw)
         xs.append(x_j)
         kappa = k_j if kw["record_path"] else kappa
     logits_adv = torch.stack([model(x_j) for x_j in xs], dim=1)
