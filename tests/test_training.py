@@ -183,7 +183,7 @@ def test_a_collapsed_run_warns_once_and_goes_on(tiny_npz, tmp_path, capsys):
         model,
         data,
         method="trades",
-        epochs=2,
+        epochs=3,
         eps=0.05,
         steps=1,
         lr=1e-12,
@@ -191,8 +191,11 @@ def test_a_collapsed_run_warns_once_and_goes_on(tiny_npz, tmp_path, capsys):
         progress=False,
     )
     err = capsys.readouterr().err
-    assert err.count("WARNING: after epoch 0 validation clean accuracy") == 1  # once, not per epoch
+    # not after the first epoch (a model may still guess then), once after the second, not again
+    assert err.count("WARNING: after epoch 1 validation clean accuracy") == 1
+    assert "after epoch 0" not in err and "after epoch 2" not in err
     assert (
-        "the trades run has probably collapsed" in err and "try --train.lr=1e-13 or --train.warmup=2" in err
+        "the trades run has probably collapsed" in err
+        and "try --train.lr=1e-14 or --train.warmup=2" in err  # a tenth of that epoch's lr
     )
-    assert len(run.history) == 2 and "warning" in run.history[0] and "warning" not in run.history[1]
+    assert [("warning" in r) for r in run.history] == [False, True, False]

@@ -133,6 +133,7 @@ def test_collapse_signs_chance_level_and_loss_blow_up():
     assert health.chance_level(10, 1000) == pytest.approx(0.12846, abs=1e-5)
     hist = [{"train_loss": 1.2}, {"train_loss": 0.9}]
     assert health.collapse({"train_loss": 1.0, "val_clean_acc": 0.129}, hist, 10, 1000) is None
+    assert health.collapse({"train_loss": 1.0, "val_clean_acc": 0.1}, [], 10, 1000) is None  # 1st epoch
     what = health.collapse({"train_loss": 1.0, "val_clean_acc": 0.102}, hist, 10, 1000)
     assert what == "validation clean accuracy 10.2 % is at chance level (10 classes, 1000 images)"
     hist = [{"train_loss": 1.2, "val_clean_acc": 0.789}, {"train_loss": 0.9, "val_clean_acc": 0.628}]
