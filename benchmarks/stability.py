@@ -42,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=5000, help="training images (0: all)")
     p.add_argument("--eval-images", type=int, default=500)
     p.add_argument("--lr", type=float, help="override the methods' default learning rate")
+    p.add_argument("--warmup", type=int, help="override the methods' default warm-up epochs")
     p.add_argument("--data-dir", help="folder holding Fashion-MNIST (default: irat's search path)")
     p.add_argument("--json", action="store_true", help="one JSON line per run instead of a table")
     return p.parse_args(argv)
@@ -54,6 +55,8 @@ def run_one(data, method: str, model_name: str, seed: int, args) -> dict:
     overrides = {"seed": seed, "progress": False}
     if args.lr is not None:
         overrides["lr"] = args.lr
+    if args.warmup is not None:
+        overrides["warmup"] = args.warmup
     row = {"method": method, "model": model_name, "seed": seed}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
