@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 
 import irat
 from irat.training.loop import NonFiniteLossError
@@ -43,6 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-images", type=int, default=500)
     p.add_argument("--lr", type=float, help="override the methods' default learning rate")
     p.add_argument("--warmup", type=int, help="override the methods' default warm-up epochs")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. burn_in=1 (repeatable)",
+    )
     p.add_argument("--data-dir", help="folder holding Fashion-MNIST (default: irat's search path)")
     p.add_argument("--json", action="store_true", help="one JSON line per run instead of a table")
     return p.parse_args(argv)
@@ -57,6 +65,9 @@ def run_one(data, method: str, model_name: str, seed: int, args) -> dict:
         overrides["lr"] = args.lr
     if args.warmup is not None:
         overrides["warmup"] = args.warmup
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
     row = {"method": method, "model": model_name, "seed": seed}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
