@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from irat import attacks, losses
-from irat.attacks import L2, Linf, build, cw_attack, fgsm, lm_pgd, pgd, saa, threat
+from irat.attacks import L2, Linf, build, cw_attack, fgsm, lm_pgd, pgd, saa, spsa, threat
 
 EPS = {"linf": 0.4, "l2": 1.5}
 
@@ -52,6 +52,20 @@ ATTACKS = [
         "l2",
         lambda eps, g: functools.partial(
             lm_pgd, eps=eps, steps=30, norm="l2", alpha_max=eps / 8, alpha_min=eps / 12
+        ),
+    ),
+    (
+        "spsa",
+        "linf",
+        lambda eps, g: functools.partial(
+            spsa, eps=eps, steps=20, samples=16, lr=eps / 8, keep="fooled", generator=g
+        ),
+    ),
+    (
+        "spsa-l2-last",
+        "l2",
+        lambda eps, g: functools.partial(
+            spsa, eps=eps, steps=20, samples=16, lr=eps / 8, norm="l2", generator=g
         ),
     ),
 ]
@@ -530,6 +544,8 @@ def test_names():
         "lm-pgd",
         "lm-pgd-K",
         "lm-pgd-K:STEP",
+        "spsa",
+        "spsa-K",
     ]
 
 
@@ -556,6 +572,8 @@ def test_names():
         ("saa-40", "saa", {"steps": 40, "keep": "fooled"}),
         ("lm-pgd", "lm_pgd", {"steps": 50, "keep": "fooled"}),
         ("lm-pgd-7", "lm_pgd", {"steps": 7, "keep": "fooled"}),
+        ("spsa", "spsa", {"steps": 100, "keep": "fooled"}),
+        ("spsa-20", "spsa", {"steps": 20, "keep": "fooled"}),
         ("apgd-t+fab-t+square", "autoattack", {"attacks": ["apgd-t", "fab-t", "square"]}),
     ],
 )
@@ -567,7 +585,7 @@ def test_build_parses_names(name, func, expected):
         assert {k: kw[k] for k in expected} == expected
         if func == "restarted_pgd":
             assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
-        if func in ("apgd", "saa", "lm_pgd"):
+        if func in ("apgd", "saa", "lm_pgd", "spsa"):
             assert kw["eps"] == eps and kw["norm"] == norm
 
 

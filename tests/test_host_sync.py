@@ -89,7 +89,7 @@ def test_training_loop_reads_back_once_per_epoch_not_per_step(tiny_npz, tmp_path
     assert read_backs(16) == read_backs(120)
 
 
-@pytest.mark.parametrize("name", ["lm-pgd-4"])
+@pytest.mark.parametrize("name", ["lm-pgd-4", "spsa-2"])
 def test_own_evaluation_attacks_read_nothing_back(name):
     """LM-PGD's line search and path record (and SPSA's estimate) stay on the device."""
     torch.manual_seed(0)

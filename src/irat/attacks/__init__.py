@@ -3,7 +3,7 @@
 ``threat`` (ℓ∞/ℓ2 balls ∩ [0, 1], written once), ``pgd`` (the one PGD loop, with GAIRAT/MAIL
 path information), ``fgsm``, ``cw_attack`` (CW-k), ``apgd`` (APGD, own code) and ``saa``
 (LRAT's targeted APGD-DLR), ``lm_pgd`` (MAIL's line-search & momentum PGD), ``variants``
-(several attacks stacked per sample, LRAT),
+(several attacks stacked per sample, LRAT), ``spsa`` (gradient-free SPSA),
 ``autoattack`` (adapter over the official package) and ``build(name, eps=...)`` for attacks by
 name.
 """
@@ -16,6 +16,7 @@ from irat.attacks.fgsm import fgsm
 from irat.attacks.lm_pgd import lm_pgd
 from irat.attacks.pgd import pgd
 from irat.attacks.saa import saa
+from irat.attacks.spsa import spsa
 from irat.attacks.threat import L2, Linf, Threat, threat
 from irat.attacks.variants import variants
 
@@ -32,6 +33,7 @@ __all__ = [
     "names",
     "pgd",
     "saa",
+    "spsa",
     "threat",
     "variants",
 ]

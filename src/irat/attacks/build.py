@@ -29,6 +29,10 @@ Names:
   ``lm-pgd-T`` (T iterations); ``lm-pgd-T:STEP`` sets α_max = STEP and α_min = ⅔·STEP (the
   paper's ratio; ``lm-pgd-50:0.75*eps`` is the paper's setting at any ε). Deterministic; in
   evaluation a point is broken when any iterate misclassified it (``keep="fooled"``).
+* ``spsa`` (gradient-free SPSA, ``irat.attacks.spsa``, VIR's settings: 100 Adam iterations,
+  lr 0.01, perturbation 0.001, 256 Rademacher samples per estimate, margin loss, uniform start)
+  and ``spsa-K`` (K iterations); ``generator=`` seeds the start and the draws; a point is broken
+  when any iterate misclassified it.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -49,6 +53,8 @@ from irat.attacks.mode import eval_mode
 from irat.attacks.pgd import pgd
 from irat.attacks.saa import STEPS as SAA_STEPS
 from irat.attacks.saa import saa
+from irat.attacks.spsa import STEPS as SPSA_STEPS
+from irat.attacks.spsa import spsa
 from irat.attacks.threat import threat
 from irat.types import Attack, AttackResult
 
@@ -57,6 +63,7 @@ ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
 _STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
 OWN_APGD = re.compile(r"(apgd-ce|apgd-dlr|saa)-(\d+)")
+SPSA = re.compile(r"spsa(?:-(\d+))?")
 LM_PGD = re.compile(r"lm-pgd(?:-(\d+))?(?::(.+))?")
 """``lm-pgd``, ``lm-pgd-T``, ``lm-pgd-T:STEP`` (groups: T, α_max)."""
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
@@ -82,6 +89,8 @@ def names() -> list[str]:
         "lm-pgd",
         "lm-pgd-K",
         "lm-pgd-K:STEP",
+        "spsa",
+        "spsa-K",
     ]
 
 
@@ -196,6 +205,12 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
             alpha_min = alpha_max * ALPHA_MIN / ALPHA_MAX
         return functools.partial(
             lm_pgd, eps=eps, steps=steps, norm=norm, alpha_max=alpha_max, alpha_min=alpha_min, keep="fooled"
+        )
+    m = SPSA.fullmatch(key)
+    if m is not None:
+        steps = int(m.group(1)) if m.group(1) is not None else SPSA_STEPS
+        return functools.partial(
+            spsa, eps=eps, steps=steps, norm=norm, keep="fooled", generator=kw.get("generator")
         )
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":
