@@ -12,8 +12,12 @@ from torch import nn
 
 from irat import attacks, losses
 from irat.attacks import L2, Linf, build, cw_attack, fgsm, lm_pgd, pgd, saa, spsa, threat
+from irat.attacks.fmn import available as fmn_available
 
 EPS = {"linf": 0.4, "l2": 1.5}
+NEEDS_FOOLBOX = pytest.mark.skipif(
+    not fmn_available(), reason="foolbox not installed (pip install 'irat[fmn]')"
+)
 
 
 def _generator(seed=0):
@@ -68,8 +72,10 @@ ATTACKS = [
             spsa, eps=eps, steps=20, samples=16, lr=eps / 8, norm="l2", generator=g
         ),
     ),
+    pytest.param("fmn-30", "linf", lambda eps, g: build("fmn-30", eps=eps), marks=NEEDS_FOOLBOX),
+    pytest.param("fmn-30-l2", "l2", lambda eps, g: build("fmn-30", eps=eps, norm="l2"), marks=NEEDS_FOOLBOX),
 ]
-IDS = [a[0] for a in ATTACKS]
+IDS = [a.values[0] if hasattr(a, "values") else a[0] for a in ATTACKS]
 AA_POINTS = 12  # AutoAttack runs on a handful of points only
 
 
@@ -546,6 +552,8 @@ def test_names():
         "lm-pgd-K:STEP",
         "spsa",
         "spsa-K",
+        "fmn",
+        "fmn-K",
     ]
 
 

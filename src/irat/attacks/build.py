@@ -33,6 +33,10 @@ Names:
   lr 0.01, perturbation 0.001, 256 Rademacher samples per estimate, margin loss, uniform start)
   and ``spsa-K`` (K iterations); ``generator=`` seeds the start and the draws; a point is broken
   when any iterate misclassified it.
+* ``fmn-K`` (``fmn`` = ``fmn-100``, VIR's FMN-100): the Fast Minimum-Norm attack through foolbox
+  3.3 (``irat.attacks.fmn``; an optional dependency: ``pip install 'irat[fmn]'``, checked here so
+  that a config naming it fails before a run starts); robust at ε when the minimal norm found
+  exceeds ε or FMN found no adversarial point.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -47,6 +51,9 @@ from torch import Tensor, nn
 from irat.attacks.apgd import apgd
 from irat.attacks.autoattack import COMPONENTS, autoattack
 from irat.attacks.fgsm import fgsm
+from irat.attacks.fmn import STEPS as FMN_STEPS
+from irat.attacks.fmn import fmn
+from irat.attacks.fmn import require as require_foolbox
 from irat.attacks.lm_pgd import ALPHA_MAX, ALPHA_MIN, lm_pgd
 from irat.attacks.lm_pgd import STEPS as LM_STEPS
 from irat.attacks.mode import eval_mode
@@ -63,6 +70,7 @@ ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
 _STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
 OWN_APGD = re.compile(r"(apgd-ce|apgd-dlr|saa)-(\d+)")
+FMN = re.compile(r"fmn(?:-(\d+))?")
 SPSA = re.compile(r"spsa(?:-(\d+))?")
 LM_PGD = re.compile(r"lm-pgd(?:-(\d+))?(?::(.+))?")
 """``lm-pgd``, ``lm-pgd-T``, ``lm-pgd-T:STEP`` (groups: T, α_max)."""
@@ -91,6 +99,8 @@ def names() -> list[str]:
         "lm-pgd-K:STEP",
         "spsa",
         "spsa-K",
+        "fmn",
+        "fmn-K",
     ]
 
 
@@ -206,6 +216,13 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
         return functools.partial(
             lm_pgd, eps=eps, steps=steps, norm=norm, alpha_max=alpha_max, alpha_min=alpha_min, keep="fooled"
         )
+    m = FMN.fullmatch(key)
+    if m is not None:
+        steps = int(m.group(1)) if m.group(1) is not None else FMN_STEPS
+        if steps < 1:
+            raise ValueError(f"{name!r}: FMN needs at least 1 step (fmn-100 is VIR's setting)")
+        require_foolbox()
+        return functools.partial(fmn, eps=eps, steps=steps, norm=norm)
     m = SPSA.fullmatch(key)
     if m is not None:
         steps = int(m.group(1)) if m.group(1) is not None else SPSA_STEPS
