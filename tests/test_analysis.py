@@ -22,6 +22,7 @@ FIGURES = (
     "class_weight_over_epochs.png",
     "adversarial_confusion.png",
     "learning_curves.png",
+    "lps_pm.png",
 )
 EPS = 0.05
 BIG_EPS = 0.3
@@ -68,6 +69,10 @@ def test_analyze_writes_every_figure_and_a_report_linking_them(run_dir):
     predicted, true, m = read_confusion_csv(out / "adversarial_confusion.csv")
     assert predicted == true == ["0", "1", "2", "3"]  # inferred npz spec: class indices as names
     assert m.shape == (4, 4) and m.sum() == LIMIT
+    assert "](lps_pm.csv)" in text and "LPS changes with the attack on" in text
+    with open(out / "lps_pm.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == LIMIT and all(0 <= int(r["lps_pgd"]) <= 3 for r in rows)  # PGD-3 training attack
 
 
 def test_confusion_matrix_rows_and_trace_match_the_robust_accuracy(run_dir, tiny_npz):
@@ -208,3 +213,37 @@ def test_matplotlib_is_imported_only_when_plotting(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code, tmp_path / "f.png"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_lps_and_pm_on_a_hand_made_model_and_the_summary():
+    """A model whose prediction never moves: LPS = K when correct and 0 when wrong under both
+    attacks, PM is the same at x and x'; the summary's shares and spread by hand."""
+    from irat.analysis.lps import LpsPm, lps_and_pm
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 0, 2])
+    res = lps_and_pm(Constant(), x, y, eps=0.1, steps=5, step_size=0.02, batch_size=3)
+    assert res.lps_pgd.tolist() == [5, 0, 5, 0] and res.lps_lm.tolist() == [5, 0, 5, 0]
+    p = torch.softmax(torch.tensor([2.0, 0.0, 1.0]), 0)
+    pm_true = [p[0] - p[2], p[1] - p[0], p[0] - p[2], p[2] - p[0]]
+    assert np.allclose(res.pm_nat, pm_true) and np.allclose(res.pm_adv, pm_true)
+
+    r = LpsPm(
+        y=np.zeros(4, dtype=int),
+        lps_pgd=np.array([3, 3, 1, 0]),
+        lps_lm=np.array([2, 3, 1, 1]),
+        pm_nat=np.array([0.9, 0.5, 0.1, -0.2]),
+        pm_adv=np.array([0.4, 0.3, -0.1, -0.5]),
+        steps=3,
+    )
+    s = r.summary()
+    assert s["changed"] == 0.5 and s["lm_earlier"] == 0.25 and s["at_max"] == 0.5
+    assert s["pm_spread_at_max"] == pytest.approx(0.2)  # quartiles of (0.5, 0.9): 0.6 and 0.8
+    assert s["spearman_nat"] == pytest.approx(np.corrcoef([3.5, 3.5, 2, 1], [4, 3, 2, 1])[0, 1])

@@ -553,3 +553,41 @@ def error_curves(
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def lps_vs_pm(
+    lps_pgd: np.ndarray,
+    lps_lm: np.ndarray,
+    pm_nat: np.ndarray,
+    pm_adv: np.ndarray,
+    steps: int,
+    path: str | Path,
+    *,
+    title: str = "LPS vs probabilistic margin",
+) -> Path:
+    """MAIL's figure: box plots of PM at x and at x' per LPS value (PGD) 0..``steps``, and the
+    counts of (LPS under PGD, LPS under LM-PGD) as a heat map (off-diagonal: the LPS moved)."""
+    k = int(steps)
+    values = list(range(k + 1))
+    fig, axes = _figure(ncols=3, size=(15.0, 4.6))
+    for ax, pm, where in ((axes[0], pm_nat, "x"), (axes[1], pm_adv, "x' (PGD)")):
+        groups = [pm[lps_pgd == v] for v in values]
+        shown = [i for i, g in enumerate(groups) if len(g)]
+        ax.boxplot([groups[i] for i in shown], positions=shown, widths=0.6, showfliers=False)
+        ax.set_xticks(values, [str(v) for v in values], fontsize=7 if k > 20 else 9)
+        ax.set_xlim(-0.7, k + 0.7)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel(f"LPS under PGD-{k} ({k}: never misclassified)")
+        ax.set_ylabel(f"PM at {where}")
+        ax.set_title(f"PM at {where} per LPS value")
+    counts = np.zeros((k + 1, k + 1))
+    np.add.at(counts, (lps_pgd.astype(int), lps_lm.astype(int)), 1)
+    ax = axes[2]
+    im = ax.imshow(np.log1p(counts), cmap="Blues", origin="lower")
+    fig.colorbar(im, ax=ax, label="log(1 + points)", shrink=0.8)
+    ax.plot([0, k], [0, k], color="grey", lw=0.6, ls="--")
+    ax.set_xlabel(f"LPS under LM-PGD-{k}")
+    ax.set_ylabel(f"LPS under PGD-{k}")
+    ax.set_title("LPS depends on the attack path")
+    fig.suptitle(title)
+    return _save(fig, path)

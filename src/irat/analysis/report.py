@@ -9,6 +9,8 @@ learned_weight_vs_margin.png  BiLAW runs: weight vs p_y − max_{j≠y} p_j, col
 learned_weight_over_epochs.png  BiLAW runs: mean weight per margin bin, per epoch
 difficulty.csv, group_loss.png, gallery.png, feature_norms.png, test_groups.png,
 difficulty_vs_other.png       the hard-instance analyses (``irat.analysis.hard``)
+lps_pm.png/.csv               MAIL: LPS under PGD and LM-PGD vs the probabilistic margin
+                              (``irat.analysis.lps``, training images)
 report.md
 """
 
@@ -29,6 +31,7 @@ from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 
 CONFUSION_FILES = ("adversarial_confusion.png", "adversarial_confusion.csv")
+LPS_FILES = ("lps_pm.png", "lps_pm.csv")
 
 
 def class_names(dataset: str, num_classes: int, spec=None) -> list[str]:
@@ -128,8 +131,12 @@ def analyze(
         sections.append(hard.gallery_section(out, loaded.data.train, recs, d, names))
         sections.append(hard.features_section(out, loaded, recs, d, attack, built))
         sections.append(hard.test_groups_section(out, loaded, attack, built, limit))
+        sections.append(_lps_section(out, loaded, limit))
     else:
         sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
+        for f in LPS_FILES:
+            (out / f).unlink(missing_ok=True)
+        sections.append("## LPS vs probabilistic margin (MAIL)\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report
@@ -294,6 +301,50 @@ def _confusion_section(out: Path, loaded, attack: str, limit: int, names: list[s
         f"True vs predicted class under {where} of `{loaded.checkpoint.name}` on the first {len(y)} "
         f"test images (robust accuracy {100 * acc:.2f}%; cells: counts, colour: % of the row); "
         "counts in [adversarial_confusion.csv](adversarial_confusion.csv).",
+    )
+
+
+def _lps_section(out: Path, loaded, limit: int) -> str:
+    """MAIL's LPS-vs-PM analysis on the first ``limit`` training images (the points whose
+    weights LPS or PM would set), with the run's training attack (ε, norm, step, K)."""
+    from irat import methods
+    from irat.analysis.lps import lps_and_pm
+
+    cfg, train = loaded.config, loaded.data.train
+    a = cfg.attack
+    step = a.step_size if a.step_size is not None else a.eps * methods.get(cfg.train.method).step
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    res = lps_and_pm(loaded.model, x, y, eps=a.eps, steps=a.steps, step_size=step, norm=a.norm)
+    res.to_csv(out / "lps_pm.csv")
+    k = res.steps
+    plots.lps_vs_pm(
+        res.lps_pgd,
+        res.lps_lm,
+        res.pm_nat,
+        res.pm_adv,
+        k,
+        out / "lps_pm.png",
+        title=f"`{loaded.checkpoint.name}`, {len(y)} training images, {a.norm} ε = {a.eps:g}",
+    )
+    s = res.summary()
+    pct = {key: 100 * v for key, v in s.items() if key in ("changed", "lm_earlier", "at_max")}
+    return (
+        "## LPS vs probabilistic margin (MAIL)\n\n"
+        + _figure(
+            "lps_pm.png",
+            "PM per LPS value and LPS under PGD vs LM-PGD",
+            f"The first {len(y)} training images under `{loaded.checkpoint.name}`. LPS: the first iterate "
+            f"misclassified by PGD-{k} (start at x, step {step:g}) and by LM-PGD-{k} (line search "
+            f"on [0.5ε, 0.75ε], γ = 0.8); {k} also means never. Left and middle: PM = p_y − max_(j≠y) p_j "
+            f"at x and at PGD's final point per LPS value; right: LPS under both attacks.",
+        )
+        + (
+            f"\nLPS changes with the attack on {pct['changed']:.1f}% of the points (LM-PGD earlier on "
+            f"{pct['lm_earlier']:.1f}%). {pct['at_max']:.1f}% sit at LPS = {k} under PGD, where LPS cannot "
+            f"tell them apart; the interquartile range of their PM at x is {s['pm_spread_at_max']:.3f}. "
+            f"Spearman correlation of LPS (PGD) with PM at x: {s['spearman_nat']:.3f}, at x': "
+            f"{s['spearman_adv']:.3f}. Per point: [lps_pm.csv](lps_pm.csv).\n"
+        )
     )
 
 
