@@ -87,3 +87,12 @@ def test_robust_at_eps_exactly_when_the_minimal_norm_exceeds_eps():
     robust = res.logits_adv.argmax(1) == y
     assert torch.equal(robust, norms > eps)
     assert 0 < robust.sum() < len(y)
+
+
+def test_summary_of_the_minimal_norm_distribution():
+    norms = torch.tensor([0.0, 0.05, 0.1, 0.2, float("inf")])
+    s = FMN.summarize(norms, eps=0.08)
+    assert s["n"] == 5 and s["found"] == pytest.approx(0.8)
+    assert s["q50"] == pytest.approx(0.1) and s["q90"] == float("inf") and s["q10"] == 0.0
+    assert s["mean_found"] == pytest.approx(0.0875)
+    assert s["robust"] == pytest.approx(0.6)  # 0.1, 0.2 and the failure

@@ -324,7 +324,7 @@ def _lps_section(out: Path, loaded, limit: int) -> str:
         res.pm_adv,
         k,
         out / "lps_pm.png",
-        title=f"`{loaded.checkpoint.name}`, {len(y)} training images, {a.norm} ε = {a.eps:g}",
+        title=f"{loaded.checkpoint.name}, {len(y)} training images, {a.norm} ε = {a.eps:g}",
     )
     s = res.summary()
     pct = {key: 100 * v for key, v in s.items() if key in ("changed", "lm_earlier", "at_max")}

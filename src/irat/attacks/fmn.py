@@ -70,6 +70,29 @@ def minimal_norms(
     return found, torch.where(fooled, dist, torch.full_like(dist, float("inf")))
 
 
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def summarize(norms: Tensor, eps: float | None = None) -> dict[str, float]:
+    """The distribution of FMN's minimal norms [N] (``inf``: not found): ``n``, ``found`` (share
+    with a finite norm), the quantiles ``q10`` … ``q90`` over all points (``inf`` when a quantile
+    falls among the failures), ``mean_found`` (mean of the finite ones, NaN if none) and, with
+    ``eps``, ``robust`` = the share with norm > ε (FMN's robust accuracy on correctly classified
+    and misclassified points alike: a misclassified point has norm 0)."""
+    v = norms.detach().double().cpu()
+    finite = torch.isfinite(v)
+    out = {"n": float(len(v)), "found": finite.double().mean().item() if len(v) else float("nan")}
+    ordered = v.sort().values
+    for q in QUANTILES:
+        out[f"q{round(100 * q)}"] = (
+            ordered[min(len(v) - 1, int(q * len(v)))].item() if len(v) else float("nan")
+        )
+    out["mean_found"] = v[finite].mean().item() if finite.any() else float("nan")
+    if eps is not None:
+        out["robust"] = (v > eps).double().mean().item() if len(v) else float("nan")
+    return out
+
+
 def fmn(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = STEPS, norm: str = "linf"
 ) -> AttackResult:
