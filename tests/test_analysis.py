@@ -23,6 +23,7 @@ FIGURES = (
     "adversarial_confusion.png",
     "learning_curves.png",
     "lps_pm.png",
+    "vulnerability.png",
 )
 EPS = 0.05
 BIG_EPS = 0.3
@@ -73,6 +74,10 @@ def test_analyze_writes_every_figure_and_a_report_linking_them(run_dir):
     with open(out / "lps_pm.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == LIMIT and all(0 <= int(r["lps_pgd"]) <= 3 for r in rows)  # PGD-3 training attack
+    assert "](vulnerability.csv)" in text and "| V_PGD | 1.00 |" in text
+    with open(out / "vulnerability.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == LIMIT and sum(int(r["top_V_CW"]) for r in rows) == round(0.2 * LIMIT)
 
 
 def test_confusion_matrix_rows_and_trace_match_the_robust_accuracy(run_dir, tiny_npz):
@@ -247,3 +252,40 @@ def test_lps_and_pm_on_a_hand_made_model_and_the_summary():
     assert s["changed"] == 0.5 and s["lm_earlier"] == 0.25 and s["at_max"] == 0.5
     assert s["pm_spread_at_max"] == pytest.approx(0.2)  # quartiles of (0.5, 0.9): 0.6 and 0.8
     assert s["spearman_nat"] == pytest.approx(np.corrcoef([3.5, 3.5, 2, 1], [4, 3, 2, 1])[0, 1])
+
+
+def test_top_vulnerable_sets_and_their_overlap_by_hand():
+    from irat.analysis import vulnerability as vul
+
+    v = np.array([0.5, 0.1, 0.9, 0.1, 0.3, 0.7, 0.2, 0.8, 0.6, 0.4])
+    assert np.nonzero(vul.top_vulnerable(v))[0].tolist() == [1, 3]  # 20 % of 10, smallest V
+    assert np.nonzero(vul.top_vulnerable(v, 0.3))[0].tolist() == [1, 3, 6]
+    ties = np.array([2, 1, 1, 1, 3])  # κ-like ties: broken by position
+    assert np.nonzero(vul.top_vulnerable(ties, 0.4))[0].tolist() == [1, 2]
+    masks = {"A": np.array([1, 1, 0, 0], bool), "B": np.array([0, 1, 1, 0], bool), "C": np.zeros(4, bool)}
+    t = vul.overlap_table(masks)
+    assert t[("A", "A")] == 1 and t[("A", "B")] == 0.5 and t[("B", "A")] == 0.5 and t[("A", "C")] == 0
+    assert np.isnan(t[("C", "A")])
+    with pytest.raises(ValueError, match="share"):
+        vul.top_vulnerable(v, 0)
+
+
+def test_vulnerability_views_of_a_model_whose_prediction_never_moves():
+    """Constant logits: V_GD = K when correct and 0 when wrong, V_PGD = p_y, V_CW = V_SAA = the
+    logit margin."""
+    from irat.analysis.vulnerability import vulnerabilities
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0, -1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 3])
+    v = vulnerabilities(Constant(), x, y, eps=0.1, steps=4, step_size=0.03)
+    p = torch.softmax(torch.tensor([2.0, 0.0, 1.0, -1.0]), 0)
+    assert v["V_GD"].tolist() == [4, 0, 0]
+    assert np.allclose(v["V_PGD"], [p[0], p[1], p[3]], atol=1e-6)
+    assert np.allclose(v["V_CW"], [1.0, -2.0, -3.0]) and np.allclose(v["V_SAA"], [1.0, -2.0, -3.0])

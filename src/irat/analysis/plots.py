@@ -591,3 +591,67 @@ def lps_vs_pm(
     ax.set_title("LPS depends on the attack path")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def vulnerability_overlap(
+    masks: Mapping[str, np.ndarray],
+    table: Mapping[tuple[str, str], float],
+    path: str | Path,
+    *,
+    title: str = "Top vulnerable instances per attack",
+) -> Path:
+    """LRAT's Fig. 5 argument in two panels: a three-set Venn diagram of the top-vulnerable sets
+    of the first three ``masks`` with the count of every region (two or one set: circles for
+    those), and the heat map of ``table`` ((row, column) → share of the row's top set that is in
+    the column's)."""
+    from matplotlib.patches import Circle
+
+    names = list(masks)
+    fig, (ax, hx) = _figure(ncols=2, size=(11.5, 5.0))
+    venn = names[:3]
+    centres = [(-0.55, 0.3), (0.55, 0.3), (0.0, -0.6)][: len(venn)]
+    colours = class_colors(3)
+    labels = [(-1.3, 1.45), (1.3, 1.45), (0.0, -1.85)]
+    for (cx, cy), (lx, ly), name, colour in zip(centres, labels, venn, colours):
+        ax.add_patch(Circle((cx, cy), 1.0, alpha=0.25, color=colour, lw=1.5))
+        ax.text(lx, ly, name, ha="center", va="center", fontsize=11)
+    m = [np.asarray(masks[n], dtype=bool) for n in venn]
+    while len(m) < 3:
+        m.append(np.zeros_like(m[0]))
+    a, b, c = m
+    regions = {
+        (-1.0, 0.6): a & ~b & ~c,
+        (1.0, 0.6): b & ~a & ~c,
+        (0.0, -1.15): c & ~a & ~b,
+        (0.0, 0.8): a & b & ~c,
+        (-0.62, -0.4): a & c & ~b,
+        (0.62, -0.4): b & c & ~a,
+        (0.0, 0.0): a & b & c,
+    }
+    for (px, py), region in regions.items():
+        if len(venn) == 3 or region.any():
+            ax.text(px, py, str(int(region.sum())), ha="center", va="center", fontsize=11)
+    ax.set_xlim(-2.0, 2.0)
+    ax.set_ylim(-2.1, 1.8)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"top-vulnerable sets ({int(a.sum())} points each)")
+    k = len(names)
+    grid = np.array([[table[(r, q)] for q in names] for r in names])
+    im = hx.imshow(grid, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=hx, label="share of the row's top set", shrink=0.8)
+    for i in range(k):
+        for j in range(k):
+            hx.text(
+                j,
+                i,
+                f"{grid[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="white" if grid[i, j] > 0.6 else "black",
+            )
+    hx.set_xticks(range(k), names)
+    hx.set_yticks(range(k), names)
+    hx.set_title("overlap of the top sets")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -11,6 +11,8 @@ difficulty.csv, group_loss.png, gallery.png, feature_norms.png, test_groups.png,
 difficulty_vs_other.png       the hard-instance analyses (``irat.analysis.hard``)
 lps_pm.png/.csv               MAIL: LPS under PGD and LM-PGD vs the probabilistic margin
                               (``irat.analysis.lps``, training images)
+vulnerability.png/.csv        LRAT: overlap of the top-20 % vulnerable instances under PGD (V_GD,
+                              V_PGD), CW and SAA (``irat.analysis.vulnerability``, training images)
 report.md
 """
 
@@ -31,7 +33,7 @@ from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 
 CONFUSION_FILES = ("adversarial_confusion.png", "adversarial_confusion.csv")
-LPS_FILES = ("lps_pm.png", "lps_pm.csv")
+LPS_FILES = ("lps_pm.png", "lps_pm.csv", "vulnerability.png", "vulnerability.csv")
 
 
 def class_names(dataset: str, num_classes: int, spec=None) -> list[str]:
@@ -132,11 +134,13 @@ def analyze(
         sections.append(hard.features_section(out, loaded, recs, d, attack, built))
         sections.append(hard.test_groups_section(out, loaded, attack, built, limit))
         sections.append(_lps_section(out, loaded, limit))
+        sections.append(_vulnerability_section(out, loaded, limit))
     else:
         sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
         for f in LPS_FILES:
             (out / f).unlink(missing_ok=True)
         sections.append("## LPS vs probabilistic margin (MAIL)\n\nSkipped (limit = 0).\n")
+        sections.append("## Inconsistent vulnerability across attacks (LRAT)\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report
@@ -345,6 +349,61 @@ def _lps_section(out: Path, loaded, limit: int) -> str:
             f"Spearman correlation of LPS (PGD) with PM at x: {s['spearman_nat']:.3f}, at x': "
             f"{s['spearman_adv']:.3f}. Per point: [lps_pm.csv](lps_pm.csv).\n"
         )
+    )
+
+
+def _training_attack(cfg) -> tuple[float, int, float, str]:
+    """ε, K, step and norm of the run's training attack (the recipe's step when unset)."""
+    from irat import methods
+
+    a = cfg.attack
+    step = a.step_size if a.step_size is not None else a.eps * methods.get(cfg.train.method).step
+    return a.eps, a.steps, step, a.norm
+
+
+def _vulnerability_section(out: Path, loaded, limit: int) -> str:
+    """LRAT's overlap of the top-20 % vulnerable training instances under PGD, CW and SAA."""
+    from irat.analysis import vulnerability as vul
+
+    cfg, train = loaded.config, loaded.data.train
+    eps, steps, step, norm = _training_attack(cfg)
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    values = vul.vulnerabilities(
+        loaded.model, x, y, eps=eps, steps=steps, step_size=step, norm=norm, seed=cfg.train.seed
+    )
+    masks = {k: vul.top_vulnerable(v) for k, v in values.items()}
+    table = vul.overlap_table(masks)
+    vul.to_csv(values, masks, y.cpu().numpy(), out / "vulnerability.csv")
+    venn = {k: masks[k] for k in ("V_PGD", "V_CW", "V_SAA", "V_GD") if k in masks}
+    plots.vulnerability_overlap(
+        venn, table, out / "vulnerability.png",
+        title=f"{loaded.checkpoint.name}, {len(y)} training images, {norm} ε = {eps:g}",
+    )  # fmt: skip
+    names = list(venn)
+    rows = [
+        "| top 20 % under (row): share also in (column) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    rows += [f"| {r} | " + " | ".join(f"{table[(r, q)]:.2f}" for q in names) + " |" for r in names]
+    no_saa = (
+        ""
+        if "V_SAA" in values
+        else " SAA needs at least 4 classes; this model has fewer, so V_SAA is left out."
+    )
+    return (
+        "## Inconsistent vulnerability across attacks (LRAT)\n\n"
+        + _figure(
+            "vulnerability.png",
+            "overlap of the top-vulnerable sets",
+            f"The 20 % most vulnerable of the first {len(y)} training images in the view of each attack "
+            f"(PGD-{steps} and CW-{steps} with step {step:g}, SAA): V_PGD = p_y at PGD's point, V_CW and "
+            "V_SAA = z_y − max_(j≠y) z_j at CW's and SAA's points, V_GD = κ (ties by position). "
+            "Left: how the three top sets overlap; right: the share of each row's top set that is in the "
+            f"column's (0.2 for unrelated views).{no_saa}",
+        )
+        + "\n"
+        + "\n".join(rows)
+        + "\n\nPer point: [vulnerability.csv](vulnerability.csv).\n"
     )
 
 
