@@ -24,6 +24,7 @@ FIGURES = (
     "learning_curves.png",
     "lps_pm.png",
     "vulnerability.png",
+    "vir_factors.png",
 )
 EPS = 0.05
 BIG_EPS = 0.3
@@ -78,6 +79,7 @@ def test_analyze_writes_every_figure_and_a_report_linking_them(run_dir):
     with open(out / "vulnerability.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == LIMIT and sum(int(r["top_V_CW"]) for r in rows) == round(0.2 * LIMIT)
+    assert "](vir_factors.csv)" in text and "weights with `uniform`, not VIR" in text
 
 
 def test_confusion_matrix_rows_and_trace_match_the_robust_accuracy(run_dir, tiny_npz):
@@ -289,3 +291,25 @@ def test_vulnerability_views_of_a_model_whose_prediction_never_moves():
     assert v["V_GD"].tolist() == [4, 0, 0]
     assert np.allclose(v["V_PGD"], [p[0], p[1], p[3]], atol=1e-6)
     assert np.allclose(v["V_CW"], [1.0, -2.0, -3.0]) and np.allclose(v["V_SAA"], [1.0, -2.0, -3.0])
+
+
+def test_vir_factors_and_recorded_weights_by_hand():
+    """Constant logits: KL(p(x) ‖ p(x')) = 0 and p_y(x) = softmax(b)_y; recorded weights are looked
+    up by dataset index (NaN when not recorded)."""
+    from irat.analysis.vir_factors import recorded_weights, vir_factors
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2])
+    p_nat, kl = vir_factors(Constant(), x, y, eps=0.1, steps=3, step_size=0.03)
+    assert np.allclose(p_nat, torch.softmax(torch.tensor([2.0, 0.0, 1.0]), 0).numpy(), atol=1e-6)
+    assert np.allclose(kl, 0, atol=1e-7)
+    w = recorded_weights(np.array([2, 5, 9]), np.array([0.1, 0.5, 0.9]), np.array([9, 3, 2, 11]))
+    assert np.allclose(w[[0, 2]], [0.9, 0.1]) and np.isnan(w[[1, 3]]).all()
+    assert np.isnan(recorded_weights(np.array([], dtype=int), np.array([]), np.array([1]))).all()

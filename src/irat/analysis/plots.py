@@ -655,3 +655,38 @@ def vulnerability_overlap(
     hx.set_title("overlap of the top sets")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def vir_factors(
+    weights: np.ndarray,
+    p_nat: np.ndarray,
+    kl: np.ndarray,
+    path: str | Path,
+    *,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    title: str = "Instance weight vs VIR's factors",
+) -> Path:
+    """Two scatters of the instance weight: against p_y(x) coloured by KL(p(x) ‖ p(x')) (log
+    colour scale), and against the KL (symmetric-log axis) coloured by p_y(x). At most
+    ``max_points`` points, subsampled with ``seed``."""
+    from matplotlib.colors import LogNorm
+
+    weights, p_nat, kl = (np.asarray(a, dtype=np.float64) for a in (weights, p_nat, kl))
+    keep = np.flatnonzero(np.isfinite(weights) & np.isfinite(p_nat) & np.isfinite(kl))
+    keep = keep[subsample(len(keep), max_points, seed)]
+    w, p, d = weights[keep], p_nat[keep], kl[keep]
+    fig, (left, right) = _figure(ncols=2, size=(11.5, 4.8))
+    floor = max(float(d[d > 0].min()) if (d > 0).any() else 1e-6, 1e-8)
+    sc = left.scatter(p, w, c=np.maximum(d, floor), s=6, cmap="viridis", norm=LogNorm())
+    fig.colorbar(sc, ax=left, label="KL(p(x) ‖ p(x'))")
+    left.set_xlabel("true-class probability at x, p_y(x)")
+    left.set_xlim(-0.02, 1.02)
+    sc = right.scatter(d, w, c=p, s=6, cmap="plasma", vmin=0, vmax=1)
+    fig.colorbar(sc, ax=right, label="p_y(x)")
+    right.set_xscale("symlog", linthresh=floor)
+    right.set_xlabel("KL(p(x) ‖ p(x')) (symmetric log)")
+    for ax in (left, right):
+        _weight_axis(ax, w)
+    fig.suptitle(f"{title} ({len(keep)} points)")
+    return _save(fig, path)

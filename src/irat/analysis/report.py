@@ -13,6 +13,7 @@ lps_pm.png/.csv               MAIL: LPS under PGD and LM-PGD vs the probabilisti
                               (``irat.analysis.lps``, training images)
 vulnerability.png/.csv        LRAT: overlap of the top-20 % vulnerable instances under PGD (V_GD,
                               V_PGD), CW and SAA (``irat.analysis.vulnerability``, training images)
+vir_factors.png/.csv          VIR: recorded weights vs p_y(x) and KL(p(x) ‖ p(x')) (training images)
 report.md
 """
 
@@ -33,7 +34,14 @@ from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 
 CONFUSION_FILES = ("adversarial_confusion.png", "adversarial_confusion.csv")
-LPS_FILES = ("lps_pm.png", "lps_pm.csv", "vulnerability.png", "vulnerability.csv")
+LPS_FILES = (
+    "lps_pm.png",
+    "lps_pm.csv",
+    "vulnerability.png",
+    "vulnerability.csv",
+    "vir_factors.png",
+    "vir_factors.csv",
+)
 
 
 def class_names(dataset: str, num_classes: int, spec=None) -> list[str]:
@@ -135,12 +143,14 @@ def analyze(
         sections.append(hard.test_groups_section(out, loaded, attack, built, limit))
         sections.append(_lps_section(out, loaded, limit))
         sections.append(_vulnerability_section(out, loaded, limit))
+        sections.append(_vir_section(out, loaded, recs, row, ep, limit))
     else:
         sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
         for f in LPS_FILES:
             (out / f).unlink(missing_ok=True)
         sections.append("## LPS vs probabilistic margin (MAIL)\n\nSkipped (limit = 0).\n")
         sections.append("## Inconsistent vulnerability across attacks (LRAT)\n\nSkipped (limit = 0).\n")
+        sections.append("## Weights vs VIR's factors\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report
@@ -404,6 +414,53 @@ def _vulnerability_section(out: Path, loaded, limit: int) -> str:
         + "\n"
         + "\n".join(rows)
         + "\n\nPer point: [vulnerability.csv](vulnerability.csv).\n"
+    )
+
+
+def _vir_section(out: Path, loaded, recs: Records, row: int, epoch: int, limit: int) -> str:
+    """The recorded weights of ``epoch`` against VIR's factors p_y(x) and KL(p(x) ‖ p(x')) on the
+    first ``limit`` training images, the factors from the checkpoint."""
+    from irat.analysis.vir_factors import recorded_weights, vir_factors
+
+    cfg, train = loaded.config, loaded.data.train
+    eps, steps, step, norm = _training_attack(cfg)
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    p_nat, kl = vir_factors(loaded.model, x, y, eps=eps, steps=steps, step_size=step, norm=norm)
+    idx = train.idx[:limit].cpu().numpy()
+    w = recorded_weights(recs.idx, recs.weight[row], idx)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["index", "y", "weight", "p_y_nat", "kl_nat_adv"])
+    for i in range(len(idx)):
+        writer.writerow([int(idx[i]), int(y[i]), f"{w[i]:.6g}", f"{p_nat[i]:.6g}", f"{kl[i]:.6g}"])
+    atomic_write_text(out / "vir_factors.csv", buf.getvalue())
+    recorded = np.isfinite(w)
+    if not recorded.any():
+        (out / "vir_factors.png").unlink(missing_ok=True)
+        return (
+            "## Weights vs VIR's factors\n\nNo weight of epoch "
+            f"{epoch} is recorded for the first {len(idx)} training images; re-run `irat train` (records are "
+            "written every epoch) and analyse again. Factors per point: [vir_factors.csv](vir_factors.csv).\n"
+        )
+    plots.vir_factors(
+        w, p_nat, kl, out / "vir_factors.png",
+        title=f"{cfg.train.method}: weights of epoch {epoch} vs VIR's factors at {loaded.checkpoint.name}",
+    )  # fmt: skip
+    vir_run = scheme_of(cfg) == "vir"
+    note = (
+        "For this VIR run the points follow w = α·exp(−γ·p_y(x))·KL + β only approximately: the weights "
+        "were taken during the epoch (train mode, the model of each step), the factors at the checkpoint "
+        "(eval mode)."
+        if vir_run
+        else f"This run weights with `{scheme_of(cfg)}`, not VIR: the figure shows how its weights relate to "
+        "VIR's factors; run vir-at or vir-trades (or --weighting.scheme=vir) for VIR's own weights."
+    )
+    return "## Weights vs VIR's factors\n\n" + _figure(
+        "vir_factors.png",
+        "weight vs p_y(x) and KL",
+        f"Weights recorded in epoch {epoch} for {int(recorded.sum())} of the first {len(idx)} training "
+        f"images, against p_y(x) and KL(p(x) ‖ p(x')), x' from PGD-{steps} (CE, start x, step {step:g}) at "
+        f"`{loaded.checkpoint.name}`. {note} Per point: [vir_factors.csv](vir_factors.csv).",
     )
 
 
