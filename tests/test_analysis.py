@@ -25,6 +25,7 @@ FIGURES = (
     "lps_pm.png",
     "vulnerability.png",
     "vir_factors.png",
+    "margin_pca.png",
 )
 EPS = 0.05
 BIG_EPS = 0.3
@@ -313,3 +314,26 @@ def test_vir_factors_and_recorded_weights_by_hand():
     w = recorded_weights(np.array([2, 5, 9]), np.array([0.1, 0.5, 0.9]), np.array([9, 3, 2, 11]))
     assert np.allclose(w[[0, 2]], [0.9, 0.1]) and np.isnan(w[[1, 3]]).all()
     assert np.isnan(recorded_weights(np.array([], dtype=int), np.array([]), np.array([1]))).all()
+
+
+def test_margin_vectors_and_pca_by_hand():
+    from irat.analysis.margin_pca import margin_vectors, pca2
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.eye(3, 4))
+
+        def forward(self, x):
+            return x.flatten(1) @ self.w.t()
+
+    x, y = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    v = margin_vectors(Linear(), x, y, batch_size=2)
+    p = torch.softmax(x.flatten(1)[:, :3], 1).double()
+    assert np.allclose(v, (p.gather(1, y[:, None]) - p).numpy())
+    assert np.allclose(v[np.arange(5), y.numpy()], 0)
+    # points on a line: all the variance on PC 1, the projection is the centred coordinate (up to sign)
+    line = np.outer(np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), np.array([0.6, 0.8]))
+    proj, shares = pca2(line)
+    assert np.allclose(np.abs(proj[:, 0]), [2, 1, 0, 1, 2]) and np.allclose(proj[:, 1], 0)
+    assert np.allclose(shares, [1, 0])

@@ -690,3 +690,31 @@ def vir_factors(
         _weight_axis(ax, w)
     fig.suptitle(f"{title} ({len(keep)} points)")
     return _save(fig, path)
+
+
+def margin_pca(
+    proj: np.ndarray,
+    weights: np.ndarray,
+    shares: np.ndarray,
+    path: str | Path,
+    *,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    title: str = "Margin vectors (PCA) coloured by weight",
+) -> Path:
+    """Scatter of the 2-D PCA projection ``proj`` [N, 2] of the margin vectors, coloured by
+    ``weights`` [N] (log colour scale when they span more than ``WIDE_RANGE``)."""
+    from matplotlib.colors import LogNorm
+
+    weights = np.asarray(weights, dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(weights) & np.isfinite(proj).all(1))
+    keep = keep[subsample(len(keep), max_points, seed)]
+    w = weights[keep]
+    fig, (ax,) = _figure(size=(7.0, 5.6))
+    norm = LogNorm() if wide_range(w) else None
+    sc = ax.scatter(proj[keep, 0], proj[keep, 1], c=w, s=6, cmap="viridis", norm=norm)
+    fig.colorbar(sc, ax=ax, label="instance weight")
+    ax.set_xlabel(f"PC 1 ({100 * shares[0]:.1f}% of the variance)")
+    ax.set_ylabel(f"PC 2 ({100 * shares[1]:.1f}% of the variance)")
+    ax.set_title(f"{title} ({len(keep)} points)")
+    return _save(fig, path)

@@ -14,6 +14,7 @@ lps_pm.png/.csv               MAIL: LPS under PGD and LM-PGD vs the probabilisti
 vulnerability.png/.csv        LRAT: overlap of the top-20 % vulnerable instances under PGD (V_GD,
                               V_PGD), CW and SAA (``irat.analysis.vulnerability``, training images)
 vir_factors.png/.csv          VIR: recorded weights vs p_y(x) and KL(p(x) ‖ p(x')) (training images)
+margin_pca.png                BiLAW: PCA of the margin vectors p_y − p_j, coloured by the weights
 report.md
 """
 
@@ -144,6 +145,7 @@ def analyze(
         sections.append(_lps_section(out, loaded, limit))
         sections.append(_vulnerability_section(out, loaded, limit))
         sections.append(_vir_section(out, loaded, recs, row, ep, limit))
+        sections.append(_pca_section(out, loaded, recs, row, ep, limit))
     else:
         sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
         for f in LPS_FILES:
@@ -151,6 +153,7 @@ def analyze(
         sections.append("## LPS vs probabilistic margin (MAIL)\n\nSkipped (limit = 0).\n")
         sections.append("## Inconsistent vulnerability across attacks (LRAT)\n\nSkipped (limit = 0).\n")
         sections.append("## Weights vs VIR's factors\n\nSkipped (limit = 0).\n")
+        sections.append("## Margin vectors coloured by weight (BiLAW)\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report
@@ -461,6 +464,37 @@ def _vir_section(out: Path, loaded, recs: Records, row: int, epoch: int, limit: 
         f"Weights recorded in epoch {epoch} for {int(recorded.sum())} of the first {len(idx)} training "
         f"images, against p_y(x) and KL(p(x) ‖ p(x')), x' from PGD-{steps} (CE, start x, step {step:g}) at "
         f"`{loaded.checkpoint.name}`. {note} Per point: [vir_factors.csv](vir_factors.csv).",
+    )
+
+
+def _pca_section(out: Path, loaded, recs: Records, row: int, epoch: int, limit: int) -> str:
+    """BiLAW's margin vectors Δ(x) of the first ``limit`` training images (checkpoint, eval
+    mode) on their two principal components, coloured by the weights recorded in ``epoch``."""
+    from irat.analysis.margin_pca import margin_vectors, pca2
+    from irat.analysis.vir_factors import recorded_weights
+
+    cfg, train = loaded.config, loaded.data.train
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    proj, shares = pca2(margin_vectors(loaded.model, x, y))
+    w = recorded_weights(recs.idx, recs.weight[row], train.idx[:limit].cpu().numpy())
+    if not np.isfinite(w).any():
+        (out / "margin_pca.png").unlink(missing_ok=True)
+        return (
+            f"## Margin vectors coloured by weight (BiLAW)\n\nNo weight of epoch {epoch} is recorded for the "
+            f"first {len(y)} training images; re-run `irat train` (records are written every epoch).\n"
+        )
+    plots.margin_pca(
+        proj, w, shares, out / "margin_pca.png",
+        title=f"{cfg.train.method}, weights of epoch {epoch}",
+    )  # fmt: skip
+    learned = scheme_of(cfg) in LEARNED_SCHEMES
+    note = "" if learned else f" This run weights with `{scheme_of(cfg)}`; BiLAW's own map needs a bilaw run."
+    return "## Margin vectors coloured by weight (BiLAW)\n\n" + _figure(
+        "margin_pca.png",
+        "PCA of the margin vectors coloured by weight",
+        f"Margin vectors Δ_j = p_y(x) − p_j(x) of the first {len(y)} training images at "
+        f"`{loaded.checkpoint.name}` (eval mode) on their two principal components, coloured by the "
+        f"weights recorded in epoch {epoch}.{note}",
     )
 
 
