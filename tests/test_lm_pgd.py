@@ -197,3 +197,12 @@ def test_lps_depends_on_the_attack_path():
     p = pgd(model, x, y, eps=eps, steps=10, step_size=eps / 10, start="none", record_path=True)
     lm = lm_pgd(model, x, y, eps=eps, steps=10)
     assert not torch.equal(p.first_wrong, lm.first_wrong)
+
+
+def test_zero_steps_returns_x_with_its_record():
+    """§7.1.2: K = 0 from δ⁰ = 0 is x itself; LPS is 0 for a misclassified x and T = 0 otherwise."""
+    model, x, y = _trained()
+    res = lm_pgd(model, x, y, eps=0.3, steps=0)
+    assert torch.equal(res.x_adv, x) and torch.equal(res.first_wrong, torch.zeros_like(y))
+    with torch.no_grad():
+        assert torch.allclose(res.logits_adv, model(x))

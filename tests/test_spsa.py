@@ -157,3 +157,9 @@ def test_bad_options_give_one_clear_error(kw, fragment):
     model, x, y = _trained_mlp()
     with pytest.raises(ValueError, match=fragment):
         spsa(model, x, y, eps=0.1, steps=1, **kw)
+
+
+def test_zero_steps_without_a_start_returns_x():
+    """§7.1.2: K = 0 with start none gives x' = x."""
+    model, x, y = _trained_mlp()
+    assert torch.equal(spsa(model, x, y, eps=0.2, steps=0, start="none").x_adv, x)
