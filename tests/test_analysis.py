@@ -22,6 +22,10 @@ FIGURES = (
     "class_weight_over_epochs.png",
     "adversarial_confusion.png",
     "learning_curves.png",
+    "lps_pm.png",
+    "vulnerability.png",
+    "vir_factors.png",
+    "margin_pca.png",
 )
 EPS = 0.05
 BIG_EPS = 0.3
@@ -68,6 +72,15 @@ def test_analyze_writes_every_figure_and_a_report_linking_them(run_dir):
     predicted, true, m = read_confusion_csv(out / "adversarial_confusion.csv")
     assert predicted == true == ["0", "1", "2", "3"]  # inferred npz spec: class indices as names
     assert m.shape == (4, 4) and m.sum() == LIMIT
+    assert "](lps_pm.csv)" in text and "LPS changes with the attack on" in text
+    with open(out / "lps_pm.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == LIMIT and all(0 <= int(r["lps_pgd"]) <= 3 for r in rows)  # PGD-3 training attack
+    assert "](vulnerability.csv)" in text and "| V_PGD | 1.00 |" in text
+    with open(out / "vulnerability.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == LIMIT and sum(int(r["top_V_CW"]) for r in rows) == round(0.2 * LIMIT)
+    assert "](vir_factors.csv)" in text and "weights with `uniform`, not VIR" in text
 
 
 def test_confusion_matrix_rows_and_trace_match_the_robust_accuracy(run_dir, tiny_npz):
@@ -208,3 +221,119 @@ def test_matplotlib_is_imported_only_when_plotting(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code, tmp_path / "f.png"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_lps_and_pm_on_a_hand_made_model_and_the_summary():
+    """A model whose prediction never moves: LPS = K when correct and 0 when wrong under both
+    attacks, PM is the same at x and x'; the summary's shares and spread by hand."""
+    from irat.analysis.lps import LpsPm, lps_and_pm
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 0, 2])
+    res = lps_and_pm(Constant(), x, y, eps=0.1, steps=5, step_size=0.02, batch_size=3)
+    assert res.lps_pgd.tolist() == [5, 0, 5, 0] and res.lps_lm.tolist() == [5, 0, 5, 0]
+    p = torch.softmax(torch.tensor([2.0, 0.0, 1.0]), 0)
+    pm_true = [p[0] - p[2], p[1] - p[0], p[0] - p[2], p[2] - p[0]]
+    assert np.allclose(res.pm_nat, pm_true) and np.allclose(res.pm_adv, pm_true)
+
+    r = LpsPm(
+        y=np.zeros(4, dtype=int),
+        lps_pgd=np.array([3, 3, 1, 0]),
+        lps_lm=np.array([2, 3, 1, 1]),
+        pm_nat=np.array([0.9, 0.5, 0.1, -0.2]),
+        pm_adv=np.array([0.4, 0.3, -0.1, -0.5]),
+        steps=3,
+    )
+    s = r.summary()
+    assert s["changed"] == 0.5 and s["lm_earlier"] == 0.25 and s["at_max"] == 0.5
+    assert s["pm_spread_at_max"] == pytest.approx(0.2)  # quartiles of (0.5, 0.9): 0.6 and 0.8
+    assert s["spearman_nat"] == pytest.approx(np.corrcoef([3.5, 3.5, 2, 1], [4, 3, 2, 1])[0, 1])
+
+
+def test_top_vulnerable_sets_and_their_overlap_by_hand():
+    from irat.analysis import vulnerability as vul
+
+    v = np.array([0.5, 0.1, 0.9, 0.1, 0.3, 0.7, 0.2, 0.8, 0.6, 0.4])
+    assert np.nonzero(vul.top_vulnerable(v))[0].tolist() == [1, 3]  # 20 % of 10, smallest V
+    assert np.nonzero(vul.top_vulnerable(v, 0.3))[0].tolist() == [1, 3, 6]
+    ties = np.array([2, 1, 1, 1, 3])  # κ-like ties: broken by position
+    assert np.nonzero(vul.top_vulnerable(ties, 0.4))[0].tolist() == [1, 2]
+    masks = {"A": np.array([1, 1, 0, 0], bool), "B": np.array([0, 1, 1, 0], bool), "C": np.zeros(4, bool)}
+    t = vul.overlap_table(masks)
+    assert t[("A", "A")] == 1 and t[("A", "B")] == 0.5 and t[("B", "A")] == 0.5 and t[("A", "C")] == 0
+    assert np.isnan(t[("C", "A")])
+    with pytest.raises(ValueError, match="share"):
+        vul.top_vulnerable(v, 0)
+
+
+def test_vulnerability_views_of_a_model_whose_prediction_never_moves():
+    """Constant logits: V_GD = K when correct and 0 when wrong, V_PGD = p_y, V_CW = V_SAA = the
+    logit margin."""
+    from irat.analysis.vulnerability import vulnerabilities
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0, -1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 3])
+    v = vulnerabilities(Constant(), x, y, eps=0.1, steps=4, step_size=0.03)
+    p = torch.softmax(torch.tensor([2.0, 0.0, 1.0, -1.0]), 0)
+    assert v["V_GD"].tolist() == [4, 0, 0]
+    assert np.allclose(v["V_PGD"], [p[0], p[1], p[3]], atol=1e-6)
+    assert np.allclose(v["V_CW"], [1.0, -2.0, -3.0]) and np.allclose(v["V_SAA"], [1.0, -2.0, -3.0])
+
+
+def test_vir_factors_and_recorded_weights_by_hand():
+    """Constant logits: KL(p(x) ‖ p(x')) = 0 and p_y(x) = softmax(b)_y; recorded weights are looked
+    up by dataset index (NaN when not recorded)."""
+    from irat.analysis.vir_factors import recorded_weights, vir_factors
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor([2.0, 0.0, 1.0]))
+
+        def forward(self, x):
+            return self.b.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2])
+    p_nat, kl = vir_factors(Constant(), x, y, eps=0.1, steps=3, step_size=0.03)
+    assert np.allclose(p_nat, torch.softmax(torch.tensor([2.0, 0.0, 1.0]), 0).numpy(), atol=1e-6)
+    assert np.allclose(kl, 0, atol=1e-7)
+    w = recorded_weights(np.array([2, 5, 9]), np.array([0.1, 0.5, 0.9]), np.array([9, 3, 2, 11]))
+    assert np.allclose(w[[0, 2]], [0.9, 0.1]) and np.isnan(w[[1, 3]]).all()
+    assert np.isnan(recorded_weights(np.array([], dtype=int), np.array([]), np.array([1]))).all()
+
+
+def test_margin_vectors_and_pca_by_hand():
+    from irat.analysis.margin_pca import margin_vectors, pca2
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.eye(3, 4))
+
+        def forward(self, x):
+            return x.flatten(1) @ self.w.t()
+
+    x, y = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    v = margin_vectors(Linear(), x, y, batch_size=2)
+    p = torch.softmax(x.flatten(1)[:, :3], 1).double()
+    assert np.allclose(v, (p.gather(1, y[:, None]) - p).numpy())
+    assert np.allclose(v[np.arange(5), y.numpy()], 0)
+    # points on a line: all the variance on PC 1, the projection is the centred coordinate (up to sign)
+    line = np.outer(np.array([-2.0, -1.0, 0.0, 1.0, 2.0]), np.array([0.6, 0.8]))
+    proj, shares = pca2(line)
+    assert np.allclose(np.abs(proj[:, 0]), [2, 1, 0, 1, 2]) and np.allclose(proj[:, 1], 0)
+    assert np.allclose(shares, [1, 0])

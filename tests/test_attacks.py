@@ -11,9 +11,13 @@ import torch
 from torch import nn
 
 from irat import attacks, losses
-from irat.attacks import L2, Linf, build, cw_attack, fgsm, pgd, saa, threat
+from irat.attacks import L2, Linf, build, cw_attack, fgsm, lm_pgd, pgd, saa, spsa, threat
+from irat.attacks.fmn import available as fmn_available
 
 EPS = {"linf": 0.4, "l2": 1.5}
+NEEDS_FOOLBOX = pytest.mark.skipif(
+    not fmn_available(), reason="foolbox not installed (pip install 'irat[fmn]')"
+)
 
 
 def _generator(seed=0):
@@ -46,8 +50,32 @@ ATTACKS = [
     ("apgd-dlr-20-l2", "l2", lambda eps, g: build("apgd-dlr-20", eps=eps, norm="l2", generator=g)),
     ("saa", "linf", lambda eps, g: build("saa", eps=eps)),
     ("saa-l2-train", "l2", lambda eps, g: functools.partial(saa, eps=eps, norm="l2")),
+    ("lm-pgd", "linf", lambda eps, g: build("lm-pgd-30:eps/8", eps=eps)),
+    (
+        "lm-pgd-l2-last",
+        "l2",
+        lambda eps, g: functools.partial(
+            lm_pgd, eps=eps, steps=30, norm="l2", alpha_max=eps / 8, alpha_min=eps / 12
+        ),
+    ),
+    (
+        "spsa",
+        "linf",
+        lambda eps, g: functools.partial(
+            spsa, eps=eps, steps=20, samples=16, lr=eps / 8, keep="fooled", generator=g
+        ),
+    ),
+    (
+        "spsa-l2-last",
+        "l2",
+        lambda eps, g: functools.partial(
+            spsa, eps=eps, steps=20, samples=16, lr=eps / 8, norm="l2", generator=g
+        ),
+    ),
+    pytest.param("fmn-30", "linf", lambda eps, g: build("fmn-30", eps=eps), marks=NEEDS_FOOLBOX),
+    pytest.param("fmn-30-l2", "l2", lambda eps, g: build("fmn-30", eps=eps, norm="l2"), marks=NEEDS_FOOLBOX),
 ]
-IDS = [a[0] for a in ATTACKS]
+IDS = [a.values[0] if hasattr(a, "values") else a[0] for a in ATTACKS]
 AA_POINTS = 12  # AutoAttack runs on a handful of points only
 
 
@@ -519,6 +547,13 @@ def test_names():
         "apgd-dlr-K",
         "saa",
         "saa-K",
+        "lm-pgd",
+        "lm-pgd-K",
+        "lm-pgd-K:STEP",
+        "spsa",
+        "spsa-K",
+        "fmn",
+        "fmn-K",
     ]
 
 
@@ -543,6 +578,10 @@ def test_names():
         ("apgd-dlr-50", "apgd", {"steps": 50, "loss": "dlr", "start": "uniform", "keep": "fooled"}),
         ("saa", "saa", {"steps": 20, "keep": "fooled"}),
         ("saa-40", "saa", {"steps": 40, "keep": "fooled"}),
+        ("lm-pgd", "lm_pgd", {"steps": 50, "keep": "fooled"}),
+        ("lm-pgd-7", "lm_pgd", {"steps": 7, "keep": "fooled"}),
+        ("spsa", "spsa", {"steps": 100, "keep": "fooled"}),
+        ("spsa-20", "spsa", {"steps": 20, "keep": "fooled"}),
         ("apgd-t+fab-t+square", "autoattack", {"attacks": ["apgd-t", "fab-t", "square"]}),
     ],
 )
@@ -554,7 +593,7 @@ def test_build_parses_names(name, func, expected):
         assert {k: kw[k] for k in expected} == expected
         if func == "restarted_pgd":
             assert kw["eps"] == eps and kw["norm"] == norm and kw["step_size"] == pytest.approx(eps / 4)
-        if func in ("apgd", "saa"):
+        if func in ("apgd", "saa", "lm_pgd", "spsa"):
             assert kw["eps"] == eps and kw["norm"] == norm
 
 
@@ -586,8 +625,8 @@ def test_a_step_size_in_the_name_wins_over_the_step_size_option(name, steps, res
         ("pgd-20:1/0", "divides by zero"),
         ("pgd-20:2*3", "a factor goes with eps"),
         ("pgd-20:", "unknown attack"),
-        ("fgsm:1/255", "a step size goes with pgd-K and cw-K only"),
-        ("autoattack:eps/4", "a step size goes with pgd-K and cw-K only"),
+        ("fgsm:1/255", "a step size goes with pgd-K, cw-K and lm-pgd-K only"),
+        ("autoattack:eps/4", "a step size goes with pgd-K, cw-K and lm-pgd-K only"),
         ("pgd-20@100", "an image limit, @N, goes in an evaluation's attack list"),
     ],
 )

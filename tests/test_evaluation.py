@@ -211,3 +211,18 @@ def test_one_call_runs_each_attack_with_its_own_step_and_image_count(trained, tm
     )
     with pytest.raises(ValueError, match="positive integer"):
         irat.evaluate(trained, test, ["pgd-10@0"], eps=0.3, progress=False)
+
+
+def test_lm_pgd_and_spsa_by_name_through_evaluate(trained):
+    """The own LM-PGD and SPSA run by name in ``irat.evaluate``, lower the accuracy, and give the
+    same numbers for the same seed (SPSA draws from the seeded global generator)."""
+    test = _toy(64, 3)
+    attacks = ["clean", "pgd-10", "lm-pgd-20:0.75*eps", "spsa"]
+    runs = [
+        irat.evaluate(trained, test, attacks, eps=0.3, limit=40, progress=False, sanity=False, seed=s)
+        for s in (0, 0)
+    ]
+    acc = runs[0].accuracy
+    assert acc["lm-pgd-20:0.75*eps"] < acc["clean"] - 0.2
+    assert acc["spsa"] < acc["clean"] - 0.2
+    assert torch.equal(runs[0].per_sample["spsa"], runs[1].per_sample["spsa"])

@@ -87,3 +87,15 @@ def test_training_loop_reads_back_once_per_epoch_not_per_step(tiny_npz, tmp_path
 
     # 360 training images: 23 steps against 3; the epoch's read-backs (metrics, validation) stay
     assert read_backs(16) == read_backs(120)
+
+
+@pytest.mark.parametrize("name", ["lm-pgd-4", "spsa-2"])
+def test_own_evaluation_attacks_read_nothing_back(name):
+    """LM-PGD's line search and path record (and SPSA's estimate) stay on the device."""
+    torch.manual_seed(0)
+    model = irat.models.create("tiny-cnn", dataset=FMNIST).eval()
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    attack = irat.attacks.build(name, eps=0.1)
+    with ReadBacks() as mode:
+        attack(model, x, y)
+    assert mode.seen == [], f"{name} reads back: {sorted(set(mode.seen))}"

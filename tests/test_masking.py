@@ -93,9 +93,18 @@ def test_randomness_check():
 
 
 def test_white_box_names():
-    for name in ("pgd-20", "pgd-100:1/255", "cw-20x2", "fgsm", "apgd-ce", "apgd-t+fab-t"):
+    for name in (
+        "pgd-20",
+        "pgd-100:1/255",
+        "cw-20x2",
+        "fgsm",
+        "apgd-ce",
+        "apgd-t+fab-t",
+        "lm-pgd",
+        "fmn-100",
+    ):
         assert masking.is_white_box(name)
-    for name in ("square", "apgd-ce+square", "autoattack", "autoattack-rand", "clean"):
+    for name in ("square", "apgd-ce+square", "autoattack", "autoattack-rand", "clean", "spsa", "spsa-50"):
         assert not masking.is_white_box(name)
 
 
@@ -253,3 +262,13 @@ def test_autoattack_rand_runs_the_packages_eot_cascade(trained, monkeypatch):  #
     assert seen == {"version": "rand", "attacks": ["apgd-ce", "apgd-dlr"], "eot": 20}
     with pytest.raises(ValueError, match="standard"):
         irat.attacks.autoattack(trained, test.x, test.y, eps=0.3, version="rand", attacks=["apgd-ce"])
+
+
+def test_an_evaluated_spsa_is_a_second_black_box_check(trained):  # noqa: F811
+    """A NaN input gradient: PGD cannot move, SPSA (logits only) breaks points and says so."""
+    torch.manual_seed(0)
+    res = irat.evaluate(
+        _NaNGradient(trained), _toy(40, 3), ["clean", "pgd-20", "spsa"], eps=0.3, progress=False
+    )
+    assert res.accuracy["spsa"] < res.accuracy["pgd-20"] - 0.1
+    assert any("the black-box attack spsa leaves" in w for w in res.warnings), res.warnings

@@ -553,3 +553,168 @@ def error_curves(
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def lps_vs_pm(
+    lps_pgd: np.ndarray,
+    lps_lm: np.ndarray,
+    pm_nat: np.ndarray,
+    pm_adv: np.ndarray,
+    steps: int,
+    path: str | Path,
+    *,
+    title: str = "LPS vs probabilistic margin",
+) -> Path:
+    """MAIL's figure: box plots of PM at x and at x' per LPS value (PGD) 0..``steps``, and the
+    counts of (LPS under PGD, LPS under LM-PGD) as a heat map (off-diagonal: the LPS moved)."""
+    k = int(steps)
+    values = list(range(k + 1))
+    fig, axes = _figure(ncols=3, size=(15.0, 4.6))
+    for ax, pm, where in ((axes[0], pm_nat, "x"), (axes[1], pm_adv, "x' (PGD)")):
+        groups = [pm[lps_pgd == v] for v in values]
+        shown = [i for i, g in enumerate(groups) if len(g)]
+        ax.boxplot([groups[i] for i in shown], positions=shown, widths=0.6, showfliers=False)
+        ax.set_xticks(values, [str(v) for v in values], fontsize=7 if k > 20 else 9)
+        ax.set_xlim(-0.7, k + 0.7)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel(f"LPS under PGD-{k} ({k}: never misclassified)")
+        ax.set_ylabel(f"PM at {where}")
+        ax.set_title(f"PM at {where} per LPS value")
+    counts = np.zeros((k + 1, k + 1))
+    np.add.at(counts, (lps_pgd.astype(int), lps_lm.astype(int)), 1)
+    ax = axes[2]
+    im = ax.imshow(np.log1p(counts), cmap="Blues", origin="lower")
+    fig.colorbar(im, ax=ax, label="log(1 + points)", shrink=0.8)
+    ax.plot([0, k], [0, k], color="grey", lw=0.6, ls="--")
+    ax.set_xlabel(f"LPS under LM-PGD-{k}")
+    ax.set_ylabel(f"LPS under PGD-{k}")
+    ax.set_title("LPS depends on the attack path")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def vulnerability_overlap(
+    masks: Mapping[str, np.ndarray],
+    table: Mapping[tuple[str, str], float],
+    path: str | Path,
+    *,
+    title: str = "Top vulnerable instances per attack",
+) -> Path:
+    """LRAT's Fig. 5 argument in two panels: a three-set Venn diagram of the top-vulnerable sets
+    of the first three ``masks`` with the count of every region (two or one set: circles for
+    those), and the heat map of ``table`` ((row, column) → share of the row's top set that is in
+    the column's)."""
+    from matplotlib.patches import Circle
+
+    names = list(masks)
+    fig, (ax, hx) = _figure(ncols=2, size=(11.5, 5.0))
+    venn = names[:3]
+    centres = [(-0.55, 0.3), (0.55, 0.3), (0.0, -0.6)][: len(venn)]
+    colours = class_colors(3)
+    labels = [(-1.3, 1.45), (1.3, 1.45), (0.0, -1.85)]
+    for (cx, cy), (lx, ly), name, colour in zip(centres, labels, venn, colours):
+        ax.add_patch(Circle((cx, cy), 1.0, alpha=0.25, color=colour, lw=1.5))
+        ax.text(lx, ly, name, ha="center", va="center", fontsize=11)
+    m = [np.asarray(masks[n], dtype=bool) for n in venn]
+    while len(m) < 3:
+        m.append(np.zeros_like(m[0]))
+    a, b, c = m
+    regions = {
+        (-1.0, 0.6): a & ~b & ~c,
+        (1.0, 0.6): b & ~a & ~c,
+        (0.0, -1.15): c & ~a & ~b,
+        (0.0, 0.8): a & b & ~c,
+        (-0.62, -0.4): a & c & ~b,
+        (0.62, -0.4): b & c & ~a,
+        (0.0, 0.0): a & b & c,
+    }
+    for (px, py), region in regions.items():
+        if len(venn) == 3 or region.any():
+            ax.text(px, py, str(int(region.sum())), ha="center", va="center", fontsize=11)
+    ax.set_xlim(-2.0, 2.0)
+    ax.set_ylim(-2.1, 1.8)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"top-vulnerable sets ({int(a.sum())} points each)")
+    k = len(names)
+    grid = np.array([[table[(r, q)] for q in names] for r in names])
+    im = hx.imshow(grid, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=hx, label="share of the row's top set", shrink=0.8)
+    for i in range(k):
+        for j in range(k):
+            hx.text(
+                j,
+                i,
+                f"{grid[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="white" if grid[i, j] > 0.6 else "black",
+            )
+    hx.set_xticks(range(k), names)
+    hx.set_yticks(range(k), names)
+    hx.set_title("overlap of the top sets")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def vir_factors(
+    weights: np.ndarray,
+    p_nat: np.ndarray,
+    kl: np.ndarray,
+    path: str | Path,
+    *,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    title: str = "Instance weight vs VIR's factors",
+) -> Path:
+    """Two scatters of the instance weight: against p_y(x) coloured by KL(p(x) ‖ p(x')) (log
+    colour scale), and against the KL (symmetric-log axis) coloured by p_y(x). At most
+    ``max_points`` points, subsampled with ``seed``."""
+    from matplotlib.colors import LogNorm
+
+    weights, p_nat, kl = (np.asarray(a, dtype=np.float64) for a in (weights, p_nat, kl))
+    keep = np.flatnonzero(np.isfinite(weights) & np.isfinite(p_nat) & np.isfinite(kl))
+    keep = keep[subsample(len(keep), max_points, seed)]
+    w, p, d = weights[keep], p_nat[keep], kl[keep]
+    fig, (left, right) = _figure(ncols=2, size=(11.5, 4.8))
+    floor = max(float(d[d > 0].min()) if (d > 0).any() else 1e-6, 1e-8)
+    sc = left.scatter(p, w, c=np.maximum(d, floor), s=6, cmap="viridis", norm=LogNorm())
+    fig.colorbar(sc, ax=left, label="KL(p(x) ‖ p(x'))")
+    left.set_xlabel("true-class probability at x, p_y(x)")
+    left.set_xlim(-0.02, 1.02)
+    sc = right.scatter(d, w, c=p, s=6, cmap="plasma", vmin=0, vmax=1)
+    fig.colorbar(sc, ax=right, label="p_y(x)")
+    right.set_xscale("symlog", linthresh=floor)
+    right.set_xlabel("KL(p(x) ‖ p(x')) (symmetric log)")
+    for ax in (left, right):
+        _weight_axis(ax, w)
+    fig.suptitle(f"{title} ({len(keep)} points)")
+    return _save(fig, path)
+
+
+def margin_pca(
+    proj: np.ndarray,
+    weights: np.ndarray,
+    shares: np.ndarray,
+    path: str | Path,
+    *,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    title: str = "Margin vectors (PCA) coloured by weight",
+) -> Path:
+    """Scatter of the 2-D PCA projection ``proj`` [N, 2] of the margin vectors, coloured by
+    ``weights`` [N] (log colour scale when they span more than ``WIDE_RANGE``)."""
+    from matplotlib.colors import LogNorm
+
+    weights = np.asarray(weights, dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(weights) & np.isfinite(proj).all(1))
+    keep = keep[subsample(len(keep), max_points, seed)]
+    w = weights[keep]
+    fig, (ax,) = _figure(size=(7.0, 5.6))
+    norm = LogNorm() if wide_range(w) else None
+    sc = ax.scatter(proj[keep, 0], proj[keep, 1], c=w, s=6, cmap="viridis", norm=norm)
+    fig.colorbar(sc, ax=ax, label="instance weight")
+    ax.set_xlabel(f"PC 1 ({100 * shares[0]:.1f}% of the variance)")
+    ax.set_ylabel(f"PC 2 ({100 * shares[1]:.1f}% of the variance)")
+    ax.set_title(f"{title} ({len(keep)} points)")
+    return _save(fig, path)

@@ -9,6 +9,12 @@ learned_weight_vs_margin.png  BiLAW runs: weight vs p_y − max_{j≠y} p_j, col
 learned_weight_over_epochs.png  BiLAW runs: mean weight per margin bin, per epoch
 difficulty.csv, group_loss.png, gallery.png, feature_norms.png, test_groups.png,
 difficulty_vs_other.png       the hard-instance analyses (``irat.analysis.hard``)
+lps_pm.png/.csv               MAIL: LPS under PGD and LM-PGD vs the probabilistic margin
+                              (``irat.analysis.lps``, training images)
+vulnerability.png/.csv        LRAT: overlap of the top-20 % vulnerable instances under PGD (V_GD,
+                              V_PGD), CW and SAA (``irat.analysis.vulnerability``, training images)
+vir_factors.png/.csv          VIR: recorded weights vs p_y(x) and KL(p(x) ‖ p(x')) (training images)
+margin_pca.png                BiLAW: PCA of the margin vectors p_y − p_j, coloured by the weights
 report.md
 """
 
@@ -29,6 +35,14 @@ from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 
 CONFUSION_FILES = ("adversarial_confusion.png", "adversarial_confusion.csv")
+LPS_FILES = (
+    "lps_pm.png",
+    "lps_pm.csv",
+    "vulnerability.png",
+    "vulnerability.csv",
+    "vir_factors.png",
+    "vir_factors.csv",
+)
 
 
 def class_names(dataset: str, num_classes: int, spec=None) -> list[str]:
@@ -128,8 +142,18 @@ def analyze(
         sections.append(hard.gallery_section(out, loaded.data.train, recs, d, names))
         sections.append(hard.features_section(out, loaded, recs, d, attack, built))
         sections.append(hard.test_groups_section(out, loaded, attack, built, limit))
+        sections.append(_lps_section(out, loaded, limit))
+        sections.append(_vulnerability_section(out, loaded, limit))
+        sections.append(_vir_section(out, loaded, recs, row, ep, limit))
+        sections.append(_pca_section(out, loaded, recs, row, ep, limit))
     else:
         sections.append("## Gallery, feature norms and test error per group\n\nSkipped (limit = 0).\n")
+        for f in LPS_FILES:
+            (out / f).unlink(missing_ok=True)
+        sections.append("## LPS vs probabilistic margin (MAIL)\n\nSkipped (limit = 0).\n")
+        sections.append("## Inconsistent vulnerability across attacks (LRAT)\n\nSkipped (limit = 0).\n")
+        sections.append("## Weights vs VIR's factors\n\nSkipped (limit = 0).\n")
+        sections.append("## Margin vectors coloured by weight (BiLAW)\n\nSkipped (limit = 0).\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections))
     return report
@@ -294,6 +318,183 @@ def _confusion_section(out: Path, loaded, attack: str, limit: int, names: list[s
         f"True vs predicted class under {where} of `{loaded.checkpoint.name}` on the first {len(y)} "
         f"test images (robust accuracy {100 * acc:.2f}%; cells: counts, colour: % of the row); "
         "counts in [adversarial_confusion.csv](adversarial_confusion.csv).",
+    )
+
+
+def _lps_section(out: Path, loaded, limit: int) -> str:
+    """MAIL's LPS-vs-PM analysis on the first ``limit`` training images (the points whose
+    weights LPS or PM would set), with the run's training attack (ε, norm, step, K)."""
+    from irat import methods
+    from irat.analysis.lps import lps_and_pm
+
+    cfg, train = loaded.config, loaded.data.train
+    a = cfg.attack
+    step = a.step_size if a.step_size is not None else a.eps * methods.get(cfg.train.method).step
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    res = lps_and_pm(loaded.model, x, y, eps=a.eps, steps=a.steps, step_size=step, norm=a.norm)
+    res.to_csv(out / "lps_pm.csv")
+    k = res.steps
+    plots.lps_vs_pm(
+        res.lps_pgd,
+        res.lps_lm,
+        res.pm_nat,
+        res.pm_adv,
+        k,
+        out / "lps_pm.png",
+        title=f"{loaded.checkpoint.name}, {len(y)} training images, {a.norm} ε = {a.eps:g}",
+    )
+    s = res.summary()
+    pct = {key: 100 * v for key, v in s.items() if key in ("changed", "lm_earlier", "at_max")}
+    return (
+        "## LPS vs probabilistic margin (MAIL)\n\n"
+        + _figure(
+            "lps_pm.png",
+            "PM per LPS value and LPS under PGD vs LM-PGD",
+            f"The first {len(y)} training images under `{loaded.checkpoint.name}`. LPS: the first iterate "
+            f"misclassified by PGD-{k} (start at x, step {step:g}) and by LM-PGD-{k} (line search "
+            f"on [0.5ε, 0.75ε], γ = 0.8); {k} also means never. Left and middle: PM = p_y − max_(j≠y) p_j "
+            f"at x and at PGD's final point per LPS value; right: LPS under both attacks.",
+        )
+        + (
+            f"\nLPS changes with the attack on {pct['changed']:.1f}% of the points (LM-PGD earlier on "
+            f"{pct['lm_earlier']:.1f}%). {pct['at_max']:.1f}% sit at LPS = {k} under PGD, where LPS cannot "
+            f"tell them apart; the interquartile range of their PM at x is {s['pm_spread_at_max']:.3f}. "
+            f"Spearman correlation of LPS (PGD) with PM at x: {s['spearman_nat']:.3f}, at x': "
+            f"{s['spearman_adv']:.3f}. Per point: [lps_pm.csv](lps_pm.csv).\n"
+        )
+    )
+
+
+def _training_attack(cfg) -> tuple[float, int, float, str]:
+    """ε, K, step and norm of the run's training attack (the recipe's step when unset)."""
+    from irat import methods
+
+    a = cfg.attack
+    step = a.step_size if a.step_size is not None else a.eps * methods.get(cfg.train.method).step
+    return a.eps, a.steps, step, a.norm
+
+
+def _vulnerability_section(out: Path, loaded, limit: int) -> str:
+    """LRAT's overlap of the top-20 % vulnerable training instances under PGD, CW and SAA."""
+    from irat.analysis import vulnerability as vul
+
+    cfg, train = loaded.config, loaded.data.train
+    eps, steps, step, norm = _training_attack(cfg)
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    values = vul.vulnerabilities(
+        loaded.model, x, y, eps=eps, steps=steps, step_size=step, norm=norm, seed=cfg.train.seed
+    )
+    masks = {k: vul.top_vulnerable(v) for k, v in values.items()}
+    table = vul.overlap_table(masks)
+    vul.to_csv(values, masks, y.cpu().numpy(), out / "vulnerability.csv")
+    venn = {k: masks[k] for k in ("V_PGD", "V_CW", "V_SAA", "V_GD") if k in masks}
+    plots.vulnerability_overlap(
+        venn, table, out / "vulnerability.png",
+        title=f"{loaded.checkpoint.name}, {len(y)} training images, {norm} ε = {eps:g}",
+    )  # fmt: skip
+    names = list(venn)
+    rows = [
+        "| top 20 % under (row): share also in (column) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    rows += [f"| {r} | " + " | ".join(f"{table[(r, q)]:.2f}" for q in names) + " |" for r in names]
+    no_saa = (
+        ""
+        if "V_SAA" in values
+        else " SAA needs at least 4 classes; this model has fewer, so V_SAA is left out."
+    )
+    return (
+        "## Inconsistent vulnerability across attacks (LRAT)\n\n"
+        + _figure(
+            "vulnerability.png",
+            "overlap of the top-vulnerable sets",
+            f"The 20 % most vulnerable of the first {len(y)} training images in the view of each attack "
+            f"(PGD-{steps} and CW-{steps} with step {step:g}, SAA): V_PGD = p_y at PGD's point, V_CW and "
+            "V_SAA = z_y − max_(j≠y) z_j at CW's and SAA's points, V_GD = κ (ties by position). "
+            "Left: how the three top sets overlap; right: the share of each row's top set that is in the "
+            f"column's (0.2 for unrelated views).{no_saa}",
+        )
+        + "\n"
+        + "\n".join(rows)
+        + "\n\nPer point: [vulnerability.csv](vulnerability.csv).\n"
+    )
+
+
+def _vir_section(out: Path, loaded, recs: Records, row: int, epoch: int, limit: int) -> str:
+    """The recorded weights of ``epoch`` against VIR's factors p_y(x) and KL(p(x) ‖ p(x')) on the
+    first ``limit`` training images, the factors from the checkpoint."""
+    from irat.analysis.vir_factors import recorded_weights, vir_factors
+
+    cfg, train = loaded.config, loaded.data.train
+    eps, steps, step, norm = _training_attack(cfg)
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    p_nat, kl = vir_factors(loaded.model, x, y, eps=eps, steps=steps, step_size=step, norm=norm)
+    idx = train.idx[:limit].cpu().numpy()
+    w = recorded_weights(recs.idx, recs.weight[row], idx)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["index", "y", "weight", "p_y_nat", "kl_nat_adv"])
+    for i in range(len(idx)):
+        writer.writerow([int(idx[i]), int(y[i]), f"{w[i]:.6g}", f"{p_nat[i]:.6g}", f"{kl[i]:.6g}"])
+    atomic_write_text(out / "vir_factors.csv", buf.getvalue())
+    recorded = np.isfinite(w)
+    if not recorded.any():
+        (out / "vir_factors.png").unlink(missing_ok=True)
+        return (
+            "## Weights vs VIR's factors\n\nNo weight of epoch "
+            f"{epoch} is recorded for the first {len(idx)} training images; re-run `irat train` (records are "
+            "written every epoch) and analyse again. Factors per point: [vir_factors.csv](vir_factors.csv).\n"
+        )
+    plots.vir_factors(
+        w, p_nat, kl, out / "vir_factors.png",
+        title=f"{cfg.train.method}: weights of epoch {epoch} vs VIR's factors at {loaded.checkpoint.name}",
+    )  # fmt: skip
+    vir_run = scheme_of(cfg) == "vir"
+    note = (
+        "For this VIR run the points follow w = α·exp(−γ·p_y(x))·KL + β only approximately: the weights "
+        "were taken during the epoch (train mode, the model of each step), the factors at the checkpoint "
+        "(eval mode)."
+        if vir_run
+        else f"This run weights with `{scheme_of(cfg)}`, not VIR: the figure shows how its weights relate to "
+        "VIR's factors; run vir-at or vir-trades (or --weighting.scheme=vir) for VIR's own weights."
+    )
+    return "## Weights vs VIR's factors\n\n" + _figure(
+        "vir_factors.png",
+        "weight vs p_y(x) and KL",
+        f"Weights recorded in epoch {epoch} for {int(recorded.sum())} of the first {len(idx)} training "
+        f"images, against p_y(x) and KL(p(x) ‖ p(x')), x' from PGD-{steps} (CE, start x, step {step:g}) at "
+        f"`{loaded.checkpoint.name}`. {note} Per point: [vir_factors.csv](vir_factors.csv).",
+    )
+
+
+def _pca_section(out: Path, loaded, recs: Records, row: int, epoch: int, limit: int) -> str:
+    """BiLAW's margin vectors Δ(x) of the first ``limit`` training images (checkpoint, eval
+    mode) on their two principal components, coloured by the weights recorded in ``epoch``."""
+    from irat.analysis.margin_pca import margin_vectors, pca2
+    from irat.analysis.vir_factors import recorded_weights
+
+    cfg, train = loaded.config, loaded.data.train
+    x, y = train.x[:limit].to(loaded.device), train.y[:limit].to(loaded.device)
+    proj, shares = pca2(margin_vectors(loaded.model, x, y))
+    w = recorded_weights(recs.idx, recs.weight[row], train.idx[:limit].cpu().numpy())
+    if not np.isfinite(w).any():
+        (out / "margin_pca.png").unlink(missing_ok=True)
+        return (
+            f"## Margin vectors coloured by weight (BiLAW)\n\nNo weight of epoch {epoch} is recorded for the "
+            f"first {len(y)} training images; re-run `irat train` (records are written every epoch).\n"
+        )
+    plots.margin_pca(
+        proj, w, shares, out / "margin_pca.png",
+        title=f"{cfg.train.method}, weights of epoch {epoch}",
+    )  # fmt: skip
+    learned = scheme_of(cfg) in LEARNED_SCHEMES
+    note = "" if learned else f" This run weights with `{scheme_of(cfg)}`; BiLAW's own map needs a bilaw run."
+    return "## Margin vectors coloured by weight (BiLAW)\n\n" + _figure(
+        "margin_pca.png",
+        "PCA of the margin vectors coloured by weight",
+        f"Margin vectors Δ_j = p_y(x) − p_j(x) of the first {len(y)} training images at "
+        f"`{loaded.checkpoint.name}` (eval mode) on their two principal components, coloured by the "
+        f"weights recorded in epoch {epoch}.{note}",
     )
 
 

@@ -24,6 +24,19 @@ Names:
   (LRAT's SAA: targeted APGD-DLR on the 3 highest wrong classes, 20 iterations each) and
   ``saa-K`` (K iterations each). In evaluation they count a point as broken when any iterate
   misclassified it (``keep="fooled"``). APGD chooses its own step sizes: no ``:STEP``.
+* ``lm-pgd`` (MAIL's line-search & momentum PGD, ``irat.attacks.lm_pgd``, METHODS.md §3.5: 50
+  iterations, γ = 0.8, line search on [4/255, 6/255], then [0, 6/255] after 15 iterations) and
+  ``lm-pgd-T`` (T iterations); ``lm-pgd-T:STEP`` sets α_max = STEP and α_min = ⅔·STEP (the
+  paper's ratio; ``lm-pgd-50:0.75*eps`` is the paper's setting at any ε). Deterministic; in
+  evaluation a point is broken when any iterate misclassified it (``keep="fooled"``).
+* ``spsa`` (gradient-free SPSA, ``irat.attacks.spsa``, VIR's settings: 100 Adam iterations,
+  lr 0.01, perturbation 0.001, 256 Rademacher samples per estimate, margin loss, uniform start)
+  and ``spsa-K`` (K iterations); ``generator=`` seeds the start and the draws; a point is broken
+  when any iterate misclassified it.
+* ``fmn-K`` (``fmn`` = ``fmn-100``, VIR's FMN-100): the Fast Minimum-Norm attack through foolbox
+  3.3 (``irat.attacks.fmn``; an optional dependency: ``pip install 'irat[fmn]'``, checked here so
+  that a config naming it fails before a run starts); robust at ε when the minimal norm found
+  exceeds ε or FMN found no adversarial point.
 ``eps = 0`` is allowed (every attack then returns x).
 """
 
@@ -38,10 +51,17 @@ from torch import Tensor, nn
 from irat.attacks.apgd import apgd
 from irat.attacks.autoattack import COMPONENTS, autoattack
 from irat.attacks.fgsm import fgsm
+from irat.attacks.fmn import STEPS as FMN_STEPS
+from irat.attacks.fmn import fmn
+from irat.attacks.fmn import require as require_foolbox
+from irat.attacks.lm_pgd import ALPHA_MAX, ALPHA_MIN, lm_pgd
+from irat.attacks.lm_pgd import STEPS as LM_STEPS
 from irat.attacks.mode import eval_mode
 from irat.attacks.pgd import pgd
 from irat.attacks.saa import STEPS as SAA_STEPS
 from irat.attacks.saa import saa
+from irat.attacks.spsa import STEPS as SPSA_STEPS
+from irat.attacks.spsa import spsa
 from irat.attacks.threat import threat
 from irat.types import Attack, AttackResult
 
@@ -50,6 +70,10 @@ ITERATIVE = re.compile(r"(pgd|cw)-(\d+)(?:x(\d+))?(?::(.+))?")
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?"
 _STEP = re.compile(rf"(?:({_NUMBER})\*)?(eps|{_NUMBER})(?:/({_NUMBER}))?")
 OWN_APGD = re.compile(r"(apgd-ce|apgd-dlr|saa)-(\d+)")
+FMN = re.compile(r"fmn(?:-(\d+))?")
+SPSA = re.compile(r"spsa(?:-(\d+))?")
+LM_PGD = re.compile(r"lm-pgd(?:-(\d+))?(?::(.+))?")
+"""``lm-pgd``, ``lm-pgd-T``, ``lm-pgd-T:STEP`` (groups: T, α_max)."""
 _PGD_KW = {"step_size", "restarts", "generator", "start", "kappa"}
 _AA_KW = {"seed", "batch_size", "verbose"}
 
@@ -70,6 +94,13 @@ def names() -> list[str]:
         "apgd-dlr-K",
         "saa",
         "saa-K",
+        "lm-pgd",
+        "lm-pgd-K",
+        "lm-pgd-K:STEP",
+        "spsa",
+        "spsa-K",
+        "fmn",
+        "fmn-K",
     ]
 
 
@@ -175,6 +206,29 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
             keep="fooled",
             generator=kw.get("generator"),
         )
+    m = LM_PGD.fullmatch(key)
+    if m is not None:
+        steps = int(m.group(1)) if m.group(1) is not None else LM_STEPS
+        alpha_max, alpha_min = ALPHA_MAX, ALPHA_MIN
+        if m.group(2) is not None:
+            alpha_max = parse_step(m.group(2), eps)
+            alpha_min = alpha_max * ALPHA_MIN / ALPHA_MAX
+        return functools.partial(
+            lm_pgd, eps=eps, steps=steps, norm=norm, alpha_max=alpha_max, alpha_min=alpha_min, keep="fooled"
+        )
+    m = FMN.fullmatch(key)
+    if m is not None:
+        steps = int(m.group(1)) if m.group(1) is not None else FMN_STEPS
+        if steps < 1:
+            raise ValueError(f"{name!r}: FMN needs at least 1 step (fmn-100 is VIR's setting)")
+        require_foolbox()
+        return functools.partial(fmn, eps=eps, steps=steps, norm=norm)
+    m = SPSA.fullmatch(key)
+    if m is not None:
+        steps = int(m.group(1)) if m.group(1) is not None else SPSA_STEPS
+        return functools.partial(
+            spsa, eps=eps, steps=steps, norm=norm, keep="fooled", generator=kw.get("generator")
+        )
     aa_kw = {k: v for k, v in kw.items() if k in _AA_KW}
     if key == "autoattack":
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=None, **aa_kw)
@@ -183,7 +237,7 @@ def build(name: str, *, eps: float, norm: str = "linf", **kw) -> Attack:
     listed = key.split("+")
     if all(part in COMPONENTS for part in listed) and len(set(listed)) == len(listed):
         return functools.partial(autoattack, eps=eps, norm=norm, attacks=listed, **aa_kw)
-    hint = " (a step size goes with pgd-K and cw-K only)" if ":" in key else ""
+    hint = " (a step size goes with pgd-K, cw-K and lm-pgd-K only)" if ":" in key else ""
     if "@" in key:
         hint = " (an image limit, @N, goes in an evaluation's attack list, e.g. eval.attacks)"
     raise ValueError(

@@ -14,7 +14,8 @@ that say what was seen and what to run next:
   (``check_gradients``);
 * randomness: two eval-mode forwards of the same input must agree (``check_randomness``);
 * black box: Square (``SQUARE_QUERIES`` queries on the first ``SQUARE_IMAGES`` images, or the
-  evaluated ``square`` itself) must not beat the white-box attacks (``check_black_box``).
+  evaluated ``square`` itself) and an evaluated ``spsa`` (gradient-free, ``irat.attacks.spsa``)
+  must not beat the white-box attacks (``check_black_box``).
 
 With ``bpda`` (``irat.models.bpda``) the probes see the gradients the attacks saw.
 """
@@ -43,7 +44,7 @@ SQUARE_IMAGES = 100
 SQUARE_QUERIES = 1000
 """The black-box probe: Square on the first 100 images with 1000 queries (the standard Square
 has 5000; a masked model falls far sooner)."""
-_WHITE_BOX = ("pgd-", "cw-", "fgsm", "apgd-ce", "apgd-t", "fab-t")
+_WHITE_BOX = ("pgd-", "cw-", "fgsm", "apgd-ce", "apgd-t", "fab-t", "lm-pgd", "fmn")
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Probe:
 
 def is_white_box(attack: str) -> bool:
     """Whether the attack (a name without ``@N``) follows the model's gradients only: PGD, CW,
-    FGSM, APGD and FAB, alone or joined with ``+``; Square or a cascade with it is not."""
+    FGSM, APGD, FAB, LM-PGD and FMN, alone or joined with ``+``; Square, SPSA or a cascade with
+    Square is not."""
     return all(part.startswith(_WHITE_BOX) for part in attack.split("+"))
 
 
@@ -172,6 +174,12 @@ def probe(
         black = black.cpu()
     black_acc, white_acc = black.float().mean().item(), white_ok[:k].float().mean().item()
     out.warnings += sanity.check_black_box(black_acc, white_acc, k, black_name)
+    spsa = {name: c for name, c in evaluated.items() if name.startswith("spsa")}
+    for name, c in spsa.items():  # an evaluated SPSA is a second black-box check, at no cost
+        j = min(m, len(c))
+        out.warnings += sanity.check_black_box(
+            c[:j].float().mean().item(), white_ok[:j].float().mean().item(), j, name
+        )
     out.details = {
         "images": m,
         "clean_correct": n_correct,
