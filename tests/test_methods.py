@@ -383,3 +383,18 @@ def test_a_run_says_and_stores_the_recipe_s_learning_rate(fmnist_small, tmp_path
         milestones=[1.0],
     )
     assert "by default" not in capsys.readouterr().err and run.history[0]["lr"] == 0.1
+
+
+def test_a_paper_s_burn_in_share_gives_at_least_one_epoch_and_recipe_warmups_fit_the_run():
+    """Issue 18: fast AT's 5/38 of a 3-epoch run is 1 epoch, not round(0.39) = 0; its one-epoch lr
+    warm-up, and bilaw-np's, never take the whole run."""
+    from irat.training.assemble import burn_in_epochs, train_defaults
+
+    assert [burn_in_epochs(_cfg("fast-at-rw", epochs=e)) for e in (1, 3, 10, 38, 76)] == [1, 1, 1, 5, 10]
+    assert burn_in_epochs(_cfg("fast-at", epochs=3)) == 0  # uniform weights, one-hot targets: none
+    assert [burn_in_epochs(_cfg("bilaw-np", epochs=e)) for e in (3, 100, 150)] == [1, 1, 2]
+    assert burn_in_epochs(_cfg("bilaw", epochs=3)) == 0  # BiLAW itself has none
+    for method in ("fast-at", "fast-at-rw", "fast-at-at", "fast-at-rw-at", "bilaw-np"):
+        assert train_defaults(_cfg(method, epochs=3))["warmup"] == 1
+        assert train_defaults(_cfg(method, epochs=1))["warmup"] == 0
+    assert train_defaults(_cfg("at", epochs=3))["warmup"] == 0

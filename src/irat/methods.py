@@ -111,6 +111,23 @@ HARD_WARMUP = 5 / 38
 FAST_STEP = 0.5
 """Fast AT's one step from the cache: 4/255 at ε = 8/255 (ATTA, §3.2), i.e. ε/2."""
 
+FAST_WARMUP = 1
+FAST_WARMUP_WHY = (
+    "one step from a fresh perturbation cache at lr 0.1 left tiny-cnn guessing after its first epoch "
+    "on a short Fashion-MNIST budget (benchmarks/stability.py, issue 18); a linear warm-up over the first "
+    "epoch, as the cyclic schedules of fast AT ramp up, lets it learn first"
+)
+"""Fast AT's default linear lr warm-up, in epochs (not in the hard-instance paper: see the why)."""
+
+BILAW_NP_BURN_IN = 0.01
+BILAW_NP_WHY = (
+    "BiLAW's non-parametric weights max(-dL_val/d eps, 0) zero about half of a batch; from the first "
+    "step they left tiny-cnn at chance on a short Fashion-MNIST budget (benchmarks/stability.py, issue 18). "
+    "One epoch of uniform weights (burn-in share 0.01: one epoch below 150) and a one-epoch lr warm-up "
+    "train it"
+)
+"""bilaw-np's burn-in share: BiLAW describes none; one epoch keeps it from collapsing (see the why)."""
+
 FINETUNE_LR = 1e-3
 """Fine-tuning's constant learning rate (§4.12)."""
 
@@ -263,6 +280,9 @@ RECIPES: dict[str, Recipe] = {
             "ce",
             "uniform",
             weighting="bilaw-np",
+            burn_in=BILAW_NP_BURN_IN,
+            warmup=1,
+            defaults_why=BILAW_NP_WHY,
             paper="BiLAW's non-parametric reweighting (seed 000; §4.11, DECISION #20)",
         ),
         *[
@@ -277,6 +297,8 @@ RECIPES: dict[str, Recipe] = {
                 attack_steps=1,
                 step=FAST_STEP,
                 target_beta=0.1 if adaptive else 1.0,
+                warmup=FAST_WARMUP,
+                defaults_why=FAST_WARMUP_WHY,
                 paper=f"hard-instance paper, Algorithm 1: {what} (§3.7, §4.12)",
             )
             for name, reweight, adaptive, what in [

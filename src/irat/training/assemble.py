@@ -65,7 +65,9 @@ SCHEME_BURN_IN = {
 def burn_in_epochs(cfg: Config) -> int:
     """Epochs with all-ones weights: ``weighting.burn_in`` if set, else the recipe's rule (the
     scheme's when ``weighting.scheme`` overrides it): until the first learning-rate drop of this
-    run's schedule (``schedules.first_drop``), or a share of ``train.epochs``, rounded.
+    run's schedule (``schedules.first_drop``), or a share of ``train.epochs``, rounded but at
+    least one epoch when the share is not zero (a paper that burns in does so in short runs too:
+    fast AT's 5/38 is 1 epoch of 3, not 0).
 
     A schedule without a drop (constant, or milestones past the end) gives a reweighting method no
     start: ``ConfigError`` asking for ``weighting.burn_in``."""
@@ -73,7 +75,7 @@ def burn_in_epochs(cfg: Config) -> int:
         return cfg.weighting.burn_in
     scheme, rule = _burn_in_rule(cfg)
     if rule != methods.FIRST_DROP:
-        return round(rule * cfg.train.epochs)
+        return max(1, round(rule * cfg.train.epochs)) if rule > 0 else 0
     t, schedule = cfg.train, train_defaults(cfg)["schedule"]
     drop = first_drop(epochs=t.epochs, schedule=schedule, milestones=t.milestones, gamma=t.lr_decay)
     if drop is None:
@@ -99,7 +101,8 @@ def train_defaults(cfg: Config) -> dict:
         recipe = dataclasses.replace(recipe, lr=own.lr, defaults_why=own.defaults_why)
     return {
         "lr": t.lr if t.lr is not None else recipe.lr,
-        "warmup": t.warmup if t.warmup is not None else recipe.warmup,
+        # a recipe's warm-up never takes the whole run (a 1-epoch run has none)
+        "warmup": t.warmup if t.warmup is not None else min(recipe.warmup, t.epochs - 1),
         "schedule": t.schedule if t.schedule is not None else recipe.schedule,
         "why": recipe.defaults_why,
     }
