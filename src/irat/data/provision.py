@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def fetch(name: str, root: str | os.PathLike | None = None, apt: bool = True) ->
                 f"{first}. apt cannot be used here (not root, no password-less sudo); run: "
                 f"sudo apt-get install -y {entry.apt_package}"
             ) from None
+        print(
+            f"irat: {name} is not here and could not be downloaded ({first}); installing the Debian "
+            f"package {entry.apt_package} with {' '.join(command)} ...",
+            file=sys.stderr,
+        )
         reason = _apt_install(command, entry.apt_package)
         try:
             return _fetch.locate(entry, root=None, download=False)
