@@ -67,11 +67,12 @@ def test_fetch_finds_data_already_there_without_apt(tmp_path, monkeypatch, publi
     assert provision.fetch("fashion-mnist") == fetch.SYSTEM_DIR / "fashion-mnist"
 
 
-def test_fetch_installs_the_debian_package_when_the_download_fails(tmp_path, monkeypatch, published):
+def test_fetch_installs_the_debian_package_when_the_download_fails(tmp_path, monkeypatch, published, capsys):
     monkeypatch.setattr(provision, "apt_command", lambda: fake_apt(tmp_path, published))
     found = provision.fetch("fashion-mnist")
     assert found == fetch.SYSTEM_DIR / "fashion-mnist"
     assert apt_log(tmp_path) == ["install -y dataset-fashion-mnist"]
+    assert "installing the Debian package dataset-fashion-mnist" in capsys.readouterr().err  # says so
     assert len(D.load("fashion-mnist", val_size=0, download=False).train) == 30
 
 
