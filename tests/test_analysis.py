@@ -337,3 +337,15 @@ def test_margin_vectors_and_pca_by_hand():
     proj, shares = pca2(line)
     assert np.allclose(np.abs(proj[:, 0]), [2, 1, 0, 1, 2]) and np.allclose(proj[:, 1], 0)
     assert np.allclose(shares, [1, 0])
+
+
+def test_batches_cover_every_image_once_in_order_and_refuse_none():
+    from irat.evaluation.robust import batches
+
+    x, y = torch.arange(7.0).view(7, 1, 1, 1), torch.arange(7)
+    chunks = list(batches(x, y, 3))
+    assert [len(yb) for _, yb in chunks] == [3, 3, 1]
+    assert torch.equal(torch.cat([yb for _, yb in chunks]), y)
+    assert torch.equal(torch.cat([xb for xb, _ in chunks]), x)
+    with pytest.raises(ValueError, match="no images"):
+        list(batches(x[:0], y[:0]))

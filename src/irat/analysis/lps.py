@@ -31,7 +31,7 @@ from torch import Tensor
 from irat import losses
 from irat.attacks.lm_pgd import lm_pgd
 from irat.attacks.pgd import pgd
-from irat.evaluation.robust import default_batch_size
+from irat.evaluation.robust import batches
 from irat.training.checkpoint import atomic_write_text
 
 CSV_COLUMNS = ("position", "y", "lps_pgd", "lps_lm_pgd", "pm_nat", "pm_adv")
@@ -105,13 +105,8 @@ def lps_and_pm(
 ) -> LpsPm:
     """LPS under PGD-``steps`` (start none, ``step_size``) and under LM-PGD-``steps``, and PM at x
     and at PGD's final point, for every image (module docstring); in batches, deterministic."""
-    n = len(y)
-    if n == 0:
-        raise ValueError("no images to analyse")
-    batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
     parts: dict[str, list[Tensor]] = {k: [] for k in ("lps_pgd", "lps_lm", "pm_nat", "pm_adv")}
-    for s in range(0, n, batch):
-        xb, yb = x[s : s + batch], y[s : s + batch]
+    for xb, yb in batches(x, y, batch_size):
         p = pgd(
             model,
             xb,

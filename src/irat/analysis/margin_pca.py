@@ -18,21 +18,17 @@ from torch import Tensor
 
 from irat import losses
 from irat.attacks.mode import eval_mode
-from irat.evaluation.robust import default_batch_size
+from irat.evaluation.robust import batches
 
 
 def margin_vectors(
     model: torch.nn.Module, x: Tensor, y: Tensor, *, batch_size: int | None = None
 ) -> np.ndarray:
     """BiLAW's Δ_j = p_y(x) − p_j(x) [N, n] (Δ_y = 0), eval mode, in batches."""
-    n = len(y)
-    if n == 0:
-        raise ValueError("no images to analyse")
-    batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
     parts = []
     with eval_mode(model), torch.no_grad():
-        for s in range(0, n, batch):
-            parts.append(losses.mc_margin(torch.softmax(model(x[s : s + batch]), 1), y[s : s + batch]))
+        for xb, yb in batches(x, y, batch_size):
+            parts.append(losses.mc_margin(torch.softmax(model(xb), 1), yb))
     return torch.cat(parts).double().cpu().numpy()
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from irat.attacks.mode import eval_mode
 from irat.attacks.pgd import pgd
-from irat.evaluation.robust import default_batch_size
+from irat.evaluation.robust import batches
 from irat.weighting.vir import vir_stats
 
 
@@ -35,13 +35,8 @@ def vir_factors(
     batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(p_y(x), KL(p(x) ‖ p(x')))``, numpy arrays [N] (module docstring)."""
-    n = len(y)
-    if n == 0:
-        raise ValueError("no images to analyse")
-    batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
     p_parts, kl_parts = [], []
-    for s in range(0, n, batch):
-        xb, yb = x[s : s + batch], y[s : s + batch]
+    for xb, yb in batches(x, y, batch_size):
         res = pgd(model, xb, yb, eps=eps, steps=steps, step_size=step_size, norm=norm, start="none")
         with eval_mode(model), torch.no_grad():
             z_nat = model(xb)

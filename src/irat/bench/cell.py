@@ -56,17 +56,14 @@ def comparable(values: dict) -> dict:
     the ``eval`` section and ``VOLATILE`` keys, with the data split seed, burn-in, D_meta size,
     learning rate, warm-up and schedule resolved as ``irat.train`` stores them."""
     from irat.config import from_dict, meta_size
-    from irat.training.assemble import burn_in_epochs, train_defaults
+    from irat.training.assemble import fill_defaults
 
     sections = {k: v for k, v in values.items() if k in Config.__dataclass_fields__}
     cfg = from_dict(sections)
     if cfg.data.seed is None:
         cfg.data.seed = cfg.train.seed
-    if cfg.weighting.burn_in is None:
-        cfg.weighting.burn_in = burn_in_epochs(cfg)
     cfg.data.meta_size = meta_size(cfg)
-    chosen = train_defaults(cfg)
-    cfg.train.lr, cfg.train.warmup, cfg.train.schedule = chosen["lr"], chosen["warmup"], chosen["schedule"]
+    fill_defaults(cfg)
     flat = {}
     for section, entries in cfg.to_dict().items():
         if section == "eval":

@@ -100,6 +100,18 @@ def default_batch_size(device: torch.device, n: int) -> int:
     return max(1, min(n, CPU_BATCH)) if device.type == "cpu" else max(1, n)
 
 
+def batches(x: Tensor, y: Tensor, batch_size: int | None = None):
+    """``(x_b, y_b)`` chunks of ``batch_size`` images (None: ``default_batch_size``), in order,
+    for the analyses that attack or run the model image set by image set; ``ValueError`` when
+    there are no images."""
+    n = len(y)
+    if n == 0:
+        raise ValueError("no images to analyse")
+    batch = int(batch_size) if batch_size is not None else default_batch_size(x.device, n)
+    for s in range(0, n, batch):
+        yield x[s : s + batch], y[s : s + batch]
+
+
 def _release_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

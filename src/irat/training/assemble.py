@@ -108,6 +108,16 @@ def train_defaults(cfg: Config) -> dict:
     }
 
 
+def fill_defaults(cfg: Config) -> None:
+    """Write into ``cfg`` what a run takes from its recipe where the config leaves it unset:
+    ``weighting.burn_in`` (``burn_in_epochs``), ``train.lr``, ``train.warmup`` and
+    ``train.schedule`` (``train_defaults``). ``irat.train`` stores the result in the run's config;
+    ``irat bench`` compares a stored run with a wanted config through it."""
+    cfg.weighting.burn_in = burn_in_epochs(cfg)
+    chosen = train_defaults(cfg)
+    cfg.train.lr, cfg.train.warmup, cfg.train.schedule = chosen["lr"], chosen["warmup"], chosen["schedule"]
+
+
 def _burn_in_rule(cfg: Config) -> tuple[str, float | str]:
     recipe = methods.get(cfg.train.method)
     scheme = cfg.weighting.scheme or recipe.weighting

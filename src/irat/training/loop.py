@@ -34,8 +34,8 @@ from irat.training import checkpoint, health
 from irat.training.assemble import (
     build_learned,
     build_step,
-    burn_in_epochs,
     describe_burn_in,
+    fill_defaults,
     instance_state,
     train_defaults,
 )
@@ -102,8 +102,8 @@ def train(
     state = instance_state(cfg, fit, data.spec, augment=augment, generator=seed_state)
     build_step(cfg, learned=learned, state=state)  # a method/scheme combination,
     _load_init(model, cfg)  # initial weights that do not fit the model
-    _resolve_burn_in(cfg)
-    _resolve_train_defaults(cfg)
+    _announce_defaults(cfg)
+    fill_defaults(cfg)
     run_dir = RunDir(out)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
@@ -273,14 +273,6 @@ def record_data(cfg: Config, data) -> None:
         cfg.data.root, cfg.data.limit, cfg.data.seed = data.root, data.limit, data.seed
 
 
-def _resolve_burn_in(cfg: Config) -> None:
-    """Store the resolved burn-in in ``cfg`` (and so in the run's config) and say it once."""
-    line = describe_burn_in(cfg)
-    cfg.weighting.burn_in = burn_in_epochs(cfg)
-    if line is not None and cfg.train.progress:
-        print(f"irat: {line}", file=sys.stderr)
-
-
 def _hold_out_meta(cfg: Config, data):
     """``data`` with the D_meta the config asks for (``data.meta_size``; unset: the one ``data``
     was loaded with, else 1000 for BiLAW's learned weightings and 0 otherwise), taken out of the
@@ -305,23 +297,26 @@ def _hold_out_meta(cfg: Config, data):
     return data
 
 
-def _resolve_train_defaults(cfg: Config) -> None:
-    """Fill ``train.lr``, ``train.warmup`` and ``train.schedule`` from the recipe where not given
-    (stored in the run's config) and say so when the recipe's value is not the usual one."""
-    chosen, t = train_defaults(cfg), cfg.train
-    notes = []
+def _announce_defaults(cfg: Config) -> None:
+    """Say, before ``fill_defaults`` writes them into the config, when the weights start and which
+    recipe defaults are not the usual ones (lr, warm-up, schedule)."""
+    t = cfg.train
+    if not t.progress:
+        return
+    line = describe_burn_in(cfg)
+    if line is not None:
+        print(f"irat: {line}", file=sys.stderr)
+    chosen, notes = train_defaults(cfg), []
     if t.lr is None and chosen["lr"] != methods.DEFAULT_LR:
         notes.append(f"lr {chosen['lr']:g}")
     if t.warmup is None and chosen["warmup"]:
         notes.append(f"{chosen['warmup']} warm-up epochs")
     if t.schedule is None and chosen["schedule"] != "piecewise":
         notes.append(f"a {chosen['schedule']} schedule")
-    t.lr, t.warmup, t.schedule = chosen["lr"], chosen["warmup"], chosen["schedule"]
-    if notes and t.progress:
-        what = " and ".join(notes)
+    if notes:
         print(
-            f"irat: {t.method} trains with {what} by default ({chosen['why']}); --train.lr / --train.warmup "
-            "set others",
+            f"irat: {t.method} trains with {' and '.join(notes)} by default ({chosen['why']}); --train.lr / "
+            "--train.warmup set others",
             file=sys.stderr,
         )
 
