@@ -322,6 +322,36 @@ def test_dry_run_prints_the_plan_and_an_estimate(done, cli):
     assert "| main | mail-at | 1 | done | 0 s |" in text
 
 
+def test_estimate_times_a_learned_weighting_and_counts_evaluation_alike_for_every_method(done, tmp_path):
+    """BiLAW's D_meta (1000 images by default) did not fit the timed subset and the estimate
+    failed; and the unit of evaluation came from each method's own step, so a method with a
+    costly step (LRAT: ~80 passes counted as K + 2) was charged many times AutoAttack's cost."""
+    from irat.bench import estimate
+    from irat.config import from_dict
+
+    spec, _ = done
+    raw = yaml.safe_load(Path(spec).read_text())["config"]
+    raw["data"]["limit"] = None
+    cfg_at = from_dict({**raw, "train": {**raw["train"], "method": "at"}})
+    data = irat.data.load("fashion-mnist", root=raw["data"]["root"], val_size=50)
+    bilaw = from_dict({**raw, "train": {**raw["train"], "method": "bilaw", "batch_size": 16}})
+    assert estimate.time_step(bilaw, data) > 0  # ConfigError (meta_size=1000 ... 64 available) before
+    unit = estimate.time_unit(cfg_at, data)
+    assert unit > 0
+    lrat = from_dict({**raw, "train": {**raw["train"], "method": "lrat"}})
+    assert estimate.unit_config(lrat).train.method == "at" and estimate.unit_config(lrat).attack.variants is None
+    a = estimate.cell_seconds(cfg_at, data, step_s=1.0, unit=unit)
+    b = estimate.cell_seconds(lrat, data, step_s=8.0, unit=unit)
+    assert a["evaluation"] == b["evaluation"] and a["validation"] == b["validation"]
+    assert b["train"] == pytest.approx(8 * a["train"])
+    # by hand: a clean pass is 0.35 units, FGSM 2, PGD-K K + 1; evaluation covers at least the
+    # 40 test images under every attack of the config (the masking probes come on top)
+    assert estimate.attack_passes("pgd-3") == 4 and estimate.attack_passes("fgsm") == 2
+    assert estimate.attack_passes("clean") == 0.35
+    passes = sum(estimate.attack_passes(n) for n in cfg_at.eval.attacks)
+    assert a["evaluation"] > 40 * passes * unit
+
+
 def test_spec_errors_name_the_file_and_the_entry(tmp_path):
     base = spec_dict(tmp_path, paper=None)
     for change, message in [

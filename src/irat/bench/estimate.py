@@ -3,9 +3,12 @@
 For each method of each setting, ``irat.train`` runs one epoch of one batch and one of
 ``1 + STEPS`` batches of the real data (no validation); the difference of the two epochs' times
 (metrics ``time_s``, without the run's set-up) gives the seconds of one training step, the first
-step's start-up costs cancelling out. From it, one *unit*: the seconds of one forward and backward
-pass of one image, taking a PGD-K training step as K + 2 such passes (plain training: 1). A cell
-then costs
+step's start-up costs cancelling out. A learned weighting (BiLAW) gets a D_meta of one meta batch
+for this. Once per setting, the same timing of an AT step (PGD-K: K + 2 forward and backward
+passes of each image) gives one *unit*: the seconds of one forward and backward pass of one image
+of that model. Validation and evaluation are counted in units, so they cost the same for every
+method of a setting (they depend on the model, not on how it was trained; a unit taken from an
+LRAT step, which runs ~80 passes, would count each of them ~7 times). A cell then costs
 
     training    steps per epoch × epochs × step
     validation  epochs × validation images × (K_val + 1) units
@@ -25,7 +28,7 @@ from dataclasses import replace
 import torch
 
 import irat
-from irat.config import Config, resolve_config
+from irat.config import BilawConfig, Config, HardConfig, WeightingConfig, meta_size, resolve_config
 from irat.data.split import Split
 from irat.evaluation.evaluate import split_images
 from irat.evaluation.masking import EPS_SWEEP_FACTORS, PROBE_IMAGES, SQUARE_IMAGES, SQUARE_QUERIES
@@ -68,10 +71,13 @@ def time_step(cfg: Config, data) -> float:
     """Seconds of one training step of ``cfg`` on ``data`` (see the module doc)."""
     b = cfg.train.batch_size
     empty = _subset(data.val, 0)
+    meta = min(meta_size(cfg), max(b, cfg.bilaw.val_batch_size or 0))  # one meta batch, or none
     times = []
     for batches in (1, 1 + STEPS):
-        small = replace(data, train=_subset(data.train, batches * b), val=empty)
-        run_cfg = resolve_config(cfg, **{"train.epochs": 1, "train.progress": False, "weighting.burn_in": 0})
+        small = replace(data, train=_subset(data.train, batches * b + meta), val=empty)
+        run_cfg = resolve_config(
+            cfg, **{"train.epochs": 1, "train.progress": False, "weighting.burn_in": 0, "data.meta_size": meta}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             torch.manual_seed(cfg.train.seed)
             model = irat.models.create(cfg.model.name, dataset=data.spec)
@@ -82,11 +88,30 @@ def time_step(cfg: Config, data) -> float:
     return times[1] / (1 + STEPS)  # noise swallowed the difference: the mean step, start-up included
 
 
-def cell_seconds(cfg: Config, data, step_s: float) -> dict:
-    """{train, validation, evaluation} seconds of one cell of ``cfg`` (``step_s``: ``time_step``)."""
+def unit_config(cfg: Config) -> Config:
+    """``cfg`` as plain AT: same data, model, training attack (PGD-K) and batch; no weighting,
+    variants, meta split or per-instance state. Its step is K + 2 passes of each image."""
+    return replace(
+        cfg,
+        data=replace(cfg.data, meta_size=None, subset=None, subset_from=None, extra=None),
+        attack=replace(cfg.attack, variants=None, start=None),
+        train=replace(cfg.train, method="at", objective=None, data_term=None, trade_off=None, init=None),
+        weighting=WeightingConfig(),
+        bilaw=BilawConfig(),
+        hard=HardConfig(),
+    )
+
+
+def time_unit(cfg: Config, data) -> float:
+    """Seconds of one forward and backward pass of one image of ``cfg``'s model: an AT step's
+    time (``time_step`` of ``unit_config``) over its batch × (K + 2) passes."""
+    return time_step(unit_config(cfg), data) / (cfg.train.batch_size * (cfg.attack.steps + 2))
+
+
+def cell_seconds(cfg: Config, data, step_s: float, unit: float) -> dict:
+    """{train, validation, evaluation} seconds of one cell of ``cfg`` (``step_s``: ``time_step``
+    of the cell's method; ``unit``: ``time_unit`` of its setting)."""
     b = cfg.train.batch_size
-    passes = cfg.attack.steps + 2 if irat.methods.get(cfg.train.method).attack_loss is not None else 1
-    unit = step_s / (b * passes)
     n_train = len(data.train)
     train = math.ceil(n_train / b) * cfg.train.epochs * step_s
     val = cfg.train.epochs * len(data.val) * (attack_passes(cfg.train.val_attack) + 0.35) * unit

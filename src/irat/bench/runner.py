@@ -196,20 +196,24 @@ def plan(
     statuses = [_status(c, out) for c in grid.cells]
     result = Plan(grid, out, statuses, found)
     if estimate_cost:
-        data, key = None, None
+        data, key, units = None, None, {}
         for cell in grid.cells:
             if (cell.setting, cell.label) in result.estimates:
                 continue
             if _data_key(cell.config) != key:
                 data, key = _load(cell.config, data_dir, download=False), _data_key(cell.config)
             try:
+                if cell.setting not in units:  # one pass of one image of this setting's model
+                    units[cell.setting] = estimate.time_unit(cell.config, data)
                 step = estimate.time_step(cell.config, data)
             except Exception as e:  # a method the estimate cannot run alone: say so, keep planning
                 result.estimate_notes.append(
                     f"{cell.setting}/{cell.label}: no estimate ({type(e).__name__}: {e})"
                 )
                 continue
-            result.estimates[(cell.setting, cell.label)] = estimate.cell_seconds(cell.config, data, step)
+            result.estimates[(cell.setting, cell.label)] = estimate.cell_seconds(
+                cell.config, data, step, units[cell.setting]
+            )
     return result
 
 
