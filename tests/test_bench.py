@@ -339,7 +339,9 @@ def test_estimate_times_a_learned_weighting_and_counts_evaluation_alike_for_ever
     unit = estimate.time_unit(cfg_at, data)
     assert unit > 0
     lrat = from_dict({**raw, "train": {**raw["train"], "method": "lrat"}})
-    assert estimate.unit_config(lrat).train.method == "at" and estimate.unit_config(lrat).attack.variants is None
+    assert (
+        estimate.unit_config(lrat).train.method == "at" and estimate.unit_config(lrat).attack.variants is None
+    )
     a = estimate.cell_seconds(cfg_at, data, step_s=1.0, unit=unit)
     b = estimate.cell_seconds(lrat, data, step_s=8.0, unit=unit)
     assert a["evaluation"] == b["evaluation"] and a["validation"] == b["validation"]
@@ -348,6 +350,10 @@ def test_estimate_times_a_learned_weighting_and_counts_evaluation_alike_for_ever
     # 40 test images under every attack of the config (the masking probes come on top)
     assert estimate.attack_passes("pgd-3") == 4 and estimate.attack_passes("fgsm") == 2
     assert estimate.attack_passes("clean") == 0.35
+    # SAA: 3 targets × (20 + 1); it was charged as a whole AutoAttack (6500) before
+    assert estimate.attack_passes("saa") == 63 and estimate.attack_passes("saa-10@500") == 33
+    assert estimate.attack_passes("apgd-ce-50") == 51 and estimate.attack_passes("fmn-100") == 101
+    assert estimate.attack_passes("spsa-10") == pytest.approx(10 * 512 * 0.35)
     passes = sum(estimate.attack_passes(n) for n in cfg_at.eval.attacks)
     assert a["evaluation"] > 40 * passes * unit
 

@@ -28,6 +28,13 @@ from dataclasses import replace
 import torch
 
 import irat
+from irat.attacks.fmn import STEPS as FMN_STEPS
+from irat.attacks.lm_pgd import GRID as LM_GRID
+from irat.attacks.lm_pgd import STEPS as LM_STEPS
+from irat.attacks.saa import STEPS as SAA_STEPS
+from irat.attacks.saa import TARGETS as SAA_TARGETS
+from irat.attacks.spsa import SAMPLES as SPSA_SAMPLES
+from irat.attacks.spsa import STEPS as SPSA_STEPS
 from irat.config import BilawConfig, Config, HardConfig, WeightingConfig, meta_size, resolve_config
 from irat.data.split import Split
 from irat.evaluation.evaluate import split_images
@@ -41,6 +48,7 @@ iterations) on every image, then on the points still robust APGD-T (9 targets ×
 (63 % robust) took as long as ~6700 passes of its training step per image (18 min against 0.5 s
 per PGD-10 step of 128, one thread). Far less against a model that is not robust (plain training:
 ~400)."""
+
 COMPONENT_PASSES = {"apgd-ce": 100.0, "apgd-t": 900.0, "fab-t": 1800.0, "square": 1700.0}
 
 
@@ -57,6 +65,19 @@ def attack_passes(name: str) -> float:
         return (int(m.group(2)) + 1) * int(m.group(3) or 1)
     if key == "autoattack":
         return AUTOATTACK_PASSES
+    m = re.fullmatch(r"(apgd-ce|apgd-dlr|saa)(?:-(\d+))?", key)
+    if m and (m.group(1) == "saa" or m.group(2)):
+        steps = int(m.group(2) or SAA_STEPS)
+        return (steps + 1) * (SAA_TARGETS if m.group(1) == "saa" else 1)
+    m = re.fullmatch(r"lm-pgd(?:-(\d+))?", key)
+    if m:  # each iteration: one gradient, then a line search of LM_GRID forward-only points
+        return int(m.group(1) or LM_STEPS) * (1 + LM_GRID * 0.35)
+    m = re.fullmatch(r"spsa(?:-(\d+))?", key)
+    if m:  # forward-only probes: 2 per sample direction per iteration
+        return int(m.group(1) or SPSA_STEPS) * 2 * SPSA_SAMPLES * 0.35
+    m = re.fullmatch(r"fmn(?:-(\d+))?", key)
+    if m:
+        return int(m.group(1) or FMN_STEPS) + 1
     parts = key.split("+")
     if all(p in COMPONENT_PASSES for p in parts):
         return sum(COMPONENT_PASSES[p] for p in parts)
@@ -76,7 +97,8 @@ def time_step(cfg: Config, data) -> float:
     for batches in (1, 1 + STEPS):
         small = replace(data, train=_subset(data.train, batches * b + meta), val=empty)
         run_cfg = resolve_config(
-            cfg, **{"train.epochs": 1, "train.progress": False, "weighting.burn_in": 0, "data.meta_size": meta}
+            cfg,
+            **{"train.epochs": 1, "train.progress": False, "weighting.burn_in": 0, "data.meta_size": meta},
         )
         with tempfile.TemporaryDirectory() as tmp:
             torch.manual_seed(cfg.train.seed)
