@@ -4,6 +4,7 @@ The shared invariants of every attack run for ``fmn-K`` in the table of tests/te
 (all skipped where foolbox, an optional dependency, is absent)."""
 
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,3 +97,35 @@ def test_summary_of_the_minimal_norm_distribution():
     assert s["q50"] == pytest.approx(0.1) and s["q90"] == float("inf") and s["q10"] == 0.0
     assert s["mean_found"] == pytest.approx(0.0875)
     assert s["robust"] == pytest.approx(0.6)  # 0.1, 0.2 and the failure
+
+
+@needs_foolbox
+def test_evaluate_reports_the_minimal_norm_distribution_beside_fmns_accuracy():
+    """``irat.evaluate`` with ``fmn-K`` gives the distribution of the minimal norms (the same as
+    ``summarize`` of ``minimal_norms`` on those images, in batches) and FMN's robust share at ε
+    matches its accuracy; eval.md shows it. No other attack gets one."""
+    import irat
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(40, 1, 4, 4, generator=g)
+    y = x.flatten(1)[:, :4].argmax(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    split = SimpleNamespace(x=x, y=y)
+    res = irat.evaluate(
+        model, split, ["clean", "pgd-5", "fmn-20@30"], eps=0.1, batch_size=16, progress=False, sanity=False
+    )
+    assert list(res.minimal_norms) == ["fmn-20@30"]
+    d = res.minimal_norms["fmn-20@30"]
+    _, norms = minimal_norms(model, x[:30], y[:30], steps=20)
+    want = FMN.summarize(norms, eps=0.1)
+    assert d["n"] == 30 and d["found"] == pytest.approx(want["found"])
+    assert d["q50"] == pytest.approx(want["q50"], rel=1e-4)
+    assert d["robust"] == pytest.approx(res.accuracy["fmn-20@30"])
+    assert "fmn-20@30: minimal linf norms on 30 images" in res.to_markdown()
+    assert res.to_dict()["minimal_norms"]["fmn-20@30"]["n"] == 30

@@ -12,6 +12,7 @@ Every table states the number of images it was computed on (``EvalResult.n``, ``
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from torch import Tensor
 
 from irat import attacks as attack_lib
 from irat.attacks.build import clean
+from irat.attacks.fmn import distribution as fmn_distribution
+from irat.attacks.fmn import fmn
 from irat.evaluation import masking
 from irat.evaluation.progress import Progress, progress_keys
 from irat.evaluation.robust import correct_under
@@ -40,7 +43,9 @@ class EvalResult:
     ``masking``: what the gradient-masking probes measured (``irat.evaluation.masking``);
     ``bpda``: the attacks ran with BPDA (``irat.models.bpda``).
     ``n``: the images evaluated; ``images``: name → the first how many of them it ran on (all
-    ``n`` unless the name says ``@N``; ``worst-case``: the fewest).
+    ``n`` unless the name says ``@N``; ``worst-case``: the fewest). ``minimal_norms``: for each
+    ``fmn-K`` name, the distribution of the minimal norms FMN found on its images
+    (``irat.attacks.fmn.summarize``: share found, quantiles, mean, share robust at ε).
     """
 
     accuracy: dict[str, float]
@@ -55,6 +60,7 @@ class EvalResult:
     images: dict[str, int] = field(default_factory=dict)
     masking: dict = field(default_factory=dict)
     bpda: bool = False
+    minimal_norms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def title(self) -> str:
         """ "Accuracy (%) on N test images, …", naming the attacks that ran on fewer."""
@@ -76,6 +82,7 @@ class EvalResult:
             "warnings": self.warnings,
             "masking": self.masking,
             "bpda": self.bpda,
+            "minimal_norms": self.minimal_norms,
         }
 
     def to_markdown(self) -> str:
@@ -94,6 +101,16 @@ class EvalResult:
             for c, cname in enumerate(self.class_names):
                 cells = " | ".join(f"{100 * self.per_class[a][c]:.1f}" for a in attacks)
                 lines.append(f"| {cname} | {cells} |")
+        for name, d in self.minimal_norms.items():
+            lines += ["", f"{name}: minimal {self.norm} norms on {int(d['n'])} images (inf: none found)", ""]
+            keys = ["found", "q10", "q25", "q50", "q75", "q90", "mean_found", "robust"]
+            lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            shares = ("found", "robust")
+            lines.append(
+                "| "
+                + " | ".join(f"{100 * d[k]:.1f} %" if k in shares else f"{d[k]:.4f}" for k in keys)
+                + " |"
+            )
         if self.warnings:
             lines += ["", "**Sanity warnings**", ""] + [f"- {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
@@ -202,6 +219,19 @@ def evaluate(
                 desc=name,
                 resume=Progress(resume_dir, keys[name]) if name in keys else None,
             ).cpu()
+        minimal = {  # FMN also finds each point's minimal norm: its distribution (one more FMN run)
+            name: fmn_distribution(
+                model,
+                x[: images[name]],
+                y[: images[name]],
+                eps=eps,
+                norm=norm,
+                steps=a.keywords["steps"],
+                batch_size=batch_size,
+            )
+            for name, a in built.items()
+            if isinstance(a, functools.partial) and a.func is fmn
+        }
         m = min(images.values())  # the images every attack ran on
         worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
         accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
@@ -236,6 +266,7 @@ def evaluate(
             images=images,
             masking=probe.details,
             bpda=bpda,
+            minimal_norms=minimal,
         )
 
 
