@@ -68,10 +68,11 @@ def test_minimal_norms_are_at_least_the_exact_distance_and_close_to_it():
             assert bool(r.logits_adv.argmax(1).item() != 0) == broken
 
 
-@needs_foolbox
-def test_robust_at_eps_exactly_when_the_minimal_norm_exceeds_eps():
+def trained_mlp(n: int = 64):
+    """A small ReLU network fitted to 4×4 images whose class is the brightest of the first four
+    pixels: (model in eval mode, x [n, 1, 4, 4], y [n])."""
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(64, 1, 4, 4, generator=g)
+    x = torch.rand(n, 1, 4, 4, generator=g)
     y = x.flatten(1)[:, :4].argmax(1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -80,7 +81,12 @@ def test_robust_at_eps_exactly_when_the_minimal_norm_exceeds_eps():
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    model.eval()
+    return model.eval(), x, y
+
+
+@needs_foolbox
+def test_robust_at_eps_exactly_when_the_minimal_norm_exceeds_eps():
+    model, x, y = trained_mlp()
     x, y = x[:24], y[:24]
     _, norms = minimal_norms(model, x, y, steps=30)
     eps = float(norms[torch.isfinite(norms)].median())
@@ -106,16 +112,7 @@ def test_evaluate_reports_the_minimal_norm_distribution_beside_fmns_accuracy():
     matches its accuracy; eval.md shows it. No other attack gets one."""
     import irat
 
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(40, 1, 4, 4, generator=g)
-    y = x.flatten(1)[:, :4].argmax(1)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(200):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    model, x, y = trained_mlp(40)
     split = SimpleNamespace(x=x, y=y)
     res = irat.evaluate(
         model, split, ["clean", "pgd-5", "fmn-20@30"], eps=0.1, batch_size=16, progress=False, sanity=False
