@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from irat.data.loader import Loader
 from irat.data.split import Split
 from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
+from irat.distributed import average_grads
 from irat.weighting.meta import AtParameters, functional_forward, validation_loss, weight_gradient
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.weight_net import INPUTS, WeightNet, input_size, needs_natural, weight_inputs
@@ -173,6 +174,7 @@ class LearnedWeighting:
             params = list(self.net.parameters())
             for p, grad in zip(params, torch.autograd.grad(w_mu, params, grad_outputs=g)):
                 p.grad = grad
+            average_grads(params)  # torchrun: the same μ on every process
             self.optimizer.step()
         self.steps += 1
 

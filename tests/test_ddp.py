@@ -1,0 +1,175 @@
+"""torchrun / DistributedDataParallel (issue 15) on the CPU: two gloo processes spawned here.
+
+K processes × b images must equal one process × K·b images on the same data order: the loader
+shards every global batch, random starts are drawn for the global batch and sliced, and every
+per-batch normalisation of the weights divides by global sums (``irat.distributed``). The
+comparisons are on the run files (last.pt, records/), which only rank 0 writes.
+"""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import irat
+from irat.config import ConfigError
+from irat.training.records import load_record
+from irat.training.rundir import RunDir
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+
+N_TRAIN, N_VAL = 256, 32
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A 4-class 8×8 toy problem (class = bright quadrant), 256 training + 32 validation images."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.uniform(0, 60, (n, 8, 8))
+        for i, c in enumerate(y):
+            r, col = divmod(int(c), 2)
+            x[i, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 180
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = make(N_TRAIN + N_VAL)
+    x_test, y_test = make(64)
+    path = tmp_path_factory.mktemp("toy") / "toy.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(npz, out, method, kw):
+    torch.set_num_threads(1)
+    meta = kw.pop("meta_size", 0)
+    data = irat.data.load("npz", root=npz, val_size=N_VAL, seed=0, meta_size=meta)
+    torch.manual_seed(0)
+    model = irat.models.create("fc1", dataset=data.spec)
+    opts = dict(method=method, epochs=1, eps=0.1, out=out, steps=3, lr=0.05, batch_size=128, progress=False)
+    opts.update(kw)
+    return irat.train(model, data, **opts)
+
+
+def _worker(rank, world, port, npz, out, method, kw, errors):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    try:
+        run = _train(npz, out, method, dict(kw))
+        torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()}, f"{out}.rank{rank}.pt")
+    except Exception as e:  # reported to the test; the other process may then fail on a collective
+        errors.put(f"{rank}: {type(e).__name__}: {e}")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _spawn(npz, out, method, world=2, **kw):
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    try:
+        mp.spawn(_worker, args=(world, _free_port(), str(npz), str(out), method, kw, errors), nprocs=world)
+    except Exception:
+        msgs = []
+        while not errors.empty():
+            msgs.append(errors.get())
+        raise AssertionError("; ".join(msgs) or "a process failed") from None
+
+
+def _same_run(a, b, atol=1e-5):
+    ma, mb = (torch.load(RunDir(p).last, weights_only=True)["model"] for p in (a, b))
+    for k in ma:
+        torch.testing.assert_close(ma[k], mb[k], atol=atol, rtol=1e-4, msg=f"parameter {k}")
+    for epoch in range(len(RunDir(a).metrics())):
+        ra, rb = load_record(RunDir(a).record_path(epoch)), load_record(RunDir(b).record_path(epoch))
+        assert (ra["idx"] == rb["idx"]).all()
+        for f in ("weight", "loss", "p_true", "margin_adv", "data_coef"):
+            np.testing.assert_allclose(ra[f], rb[f], atol=atol, rtol=1e-4, equal_nan=True, err_msg=f)
+        assert not np.isnan(ra["weight"]).any()  # every instance was trained on by one process
+    ha, hb = RunDir(a).metrics(), RunDir(b).metrics()
+    for x, y in zip(ha, hb, strict=True):
+        assert abs(x["train_loss"] - y["train_loss"]) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("at", {}),
+        ("mail-trades", {"burn_in": 0}),
+        ("lrat", {}),
+    ],
+)
+def test_two_processes_of_64_equal_one_of_128(toy, tmp_path, method, kw):
+    _train(toy, tmp_path / "one", method, dict(kw))
+    _spawn(toy, tmp_path / "two", method, **kw)
+    _same_run(tmp_path / "one", tmp_path / "two")
+    # rank 0 wrote the run; both processes ended with the same weights
+    r0, r1 = (torch.load(tmp_path / f"two.rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], atol=0, rtol=0)
+
+
+def test_bilaw_runs_and_keeps_the_weight_network_identical(toy, tmp_path):
+    _spawn(toy, tmp_path / "two", "bilaw", meta_size=32, burn_in=0)
+    last = torch.load(RunDir(tmp_path / "two").last, weights_only=True)
+    assert "weighting" in last and np.isfinite(RunDir(tmp_path / "two").metrics()[0]["train_loss"])
+    r0, r1 = (torch.load(tmp_path / f"two.rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], atol=0, rtol=0)
+
+
+def _one_process_reference(toy, out):
+    """One epoch, then resumed to two (the lr schedule depends on ``epochs``, so the reference
+    is resumed the same way), all on one process."""
+    _train(toy, out, "at", {"epochs": 1})
+    _train(toy, out, "at", {"epochs": 2, "resume": True})
+
+
+def test_resume_from_two_processes_on_one(toy, tmp_path):
+    _spawn(toy, tmp_path / "r", "at", epochs=1)
+    _train(toy, tmp_path / "r", "at", {"epochs": 2, "resume": True})
+    _one_process_reference(toy, tmp_path / "ref")
+    _same_run(tmp_path / "r", tmp_path / "ref")
+
+
+def test_resume_from_one_process_on_two(toy, tmp_path):
+    _train(toy, tmp_path / "r", "at", {"epochs": 1})
+    _spawn(toy, tmp_path / "r", "at", epochs=2, resume=True)
+    _one_process_reference(toy, tmp_path / "ref")
+    _same_run(tmp_path / "r", tmp_path / "ref")
+
+
+def test_resume_of_two_processes_on_two(toy, tmp_path):
+    _spawn(toy, tmp_path / "r", "at", epochs=1)
+    _spawn(toy, tmp_path / "r", "at", epochs=2, resume=True)
+    _one_process_reference(toy, tmp_path / "ref")
+    _same_run(tmp_path / "r", tmp_path / "ref")
+
+
+def test_only_rank_0_writes(toy, tmp_path):
+    _spawn(toy, tmp_path / "w", "at")
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    run_files = [f for f in files if f.startswith("w/")]
+    assert "w/last.pt" in run_files and "w/records/epoch_000.npz" in run_files
+    assert len(RunDir(tmp_path / "w").metrics()) == 1  # one metrics row, not one per process
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "w").rglob("*"))
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path):
+    with pytest.raises(AssertionError, match="does not divide by the 2 processes"):
+        _spawn(toy, tmp_path / "odd", "at", batch_size=127)
+    assert not (tmp_path / "odd").exists()
