@@ -90,12 +90,13 @@ def global_sums(*values: Tensor | float) -> tuple[Tensor, ...]:
 
 
 def _all_reduce_with_grad(t: Tensor) -> Tensor:
-    """Sum over processes; differentiable (the gradient of each process's own term flows back,
-    as BiLAW's meta step differentiates the normalised weights)."""
-    if t.requires_grad:
-        others = t.detach().clone()
-        dist.all_reduce(others)
-        return t + (others - t.detach())
+    """Sum over processes; differentiable: BiLAW's meta step differentiates the normalised
+    weights, and the gradient with respect to each process's terms of a global sum gathers the
+    uses of that sum on every process (the backward is an all-reduce too)."""
+    if t.requires_grad:  # backward: the gradients of every process's use of the sum, summed
+        import torch.distributed.nn.functional as dnn
+
+        return dnn.all_reduce(t)
     t = t.clone()
     dist.all_reduce(t)
     return t
@@ -109,6 +110,32 @@ def all_reduce_(t: Tensor, op: str = "sum") -> Tensor:
         if op == "mean":
             t /= k
     return t
+
+
+def share(n: int, total: int | None) -> float:
+    """``K · n / total`` for this process's ``n`` rows of a global batch of ``total`` (1.0 when
+    ``total`` is None, on one process, and whenever the shards are equal)."""
+    return 1.0 if total is None else n * world_size() / total
+
+
+def mean_over_processes(tensors, weight: float = 1.0) -> list:
+    """``Σ_r weight_r · t_r / K`` for each tensor (None kept), one all-reduce; on one process the
+    tensors themselves. With ``weight = share(...)`` the mean of K local batch means is the
+    global batch's mean."""
+    k = world_size()
+    if k == 1:
+        return list(tensors)
+    present = [t for t in tensors if t is not None]
+    flat = torch.cat([t.detach().reshape(-1) * weight for t in present])
+    all_reduce_(flat, "mean")
+    out, i = [], 0
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        out.append(flat[i : i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
 
 
 def barrier() -> None:

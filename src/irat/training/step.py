@@ -38,7 +38,7 @@ from torch import Tensor
 
 from irat.attacks.atta import PerturbationCache
 from irat.attacks.mode import kept_running_stats
-from irat.distributed import global_draws, world_size
+from irat.distributed import global_draws, share
 from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 
 
@@ -116,9 +116,7 @@ def shard_share(batch: Batch) -> float:
     (1.0 on one process and whenever the shards are equal): DDP averages the gradients of the K
     local means, so this factor makes the average the global batch's mean also when the last
     batch of an epoch splits unevenly. Every objective reduces by a plain mean over the batch."""
-    if batch.total is None:
-        return 1.0
-    return len(batch) * world_size() / batch.total
+    return share(len(batch), batch.total)
 
 
 def forward_variants(model: torch.nn.Module, x_adv: Tensor, x: Tensor) -> Tensor:
