@@ -59,7 +59,7 @@ def _train(npz, out, method, kw):
     model = irat.models.create("fc1", dataset=data.spec)
     opts = dict(method=method, epochs=1, eps=0.1, out=out, steps=3, lr=0.05, batch_size=128, progress=False)
     opts.update(kw)
-    return irat.train(model, data, **opts)
+    return irat.train(model, data, **{k: v for k, v in opts.items() if v is not None})
 
 
 def _worker(rank, world, port, npz, out, method, kw, errors):
@@ -180,3 +180,47 @@ def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path):
     with pytest.raises(AssertionError, match="does not divide by the 2 processes"):
         _spawn(toy, tmp_path / "odd", "at", batch_size=127)
     assert not (tmp_path / "odd").exists()
+
+
+def test_fast_at_cache_and_targets_two_processes_equal_one(toy, tmp_path):
+    """ATTA's cache and the adaptive targets, carried over two epochs: each process updates the
+    rows of the indices it trained on and the rows are merged at the end of the epoch."""
+    kw = {"burn_in": 0, "epochs": 2, "steps": None}
+    _train(toy, tmp_path / "one", "fast-at-rw-at", dict(kw))
+    _spawn(toy, tmp_path / "two", "fast-at-rw-at", **kw)
+    _same_run(tmp_path / "one", tmp_path / "two")
+    s1, s2 = (torch.load(RunDir(tmp_path / p).last, weights_only=True)["instance_state"] for p in ("one", "two"))
+    torch.testing.assert_close(s1["cache"]["store"], s2["cache"]["store"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(s1["targets"]["t"], s2["targets"]["t"], atol=1e-5, rtol=1e-4)
+
+
+def _every_method(rank, world, port, npz, out, errors):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    try:
+        for method in irat.methods.names():
+            kw = {"meta_size": 32} if method.startswith("bilaw") else {}
+            kw["steps"] = None if method.startswith("fast-at") else 1
+            run = _train(npz, f"{out}/{method}", method, kw)
+            assert np.isfinite(run.history[-1]["train_loss"]), method
+    except Exception as e:
+        errors.put(f"{rank}: {method}: {type(e).__name__}: {e}")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_every_named_method_runs_under_two_processes(toy, tmp_path):
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    try:
+        mp.spawn(_every_method, args=(2, _free_port(), str(toy), str(tmp_path), errors), nprocs=2)
+    except Exception:
+        msgs = []
+        while not errors.empty():
+            msgs.append(errors.get())
+        raise AssertionError("; ".join(msgs) or "a process failed") from None
+    assert len(list(tmp_path.glob("*/last.pt"))) == len(irat.methods.names())
