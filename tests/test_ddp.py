@@ -224,3 +224,39 @@ def test_every_named_method_runs_under_two_processes(toy, tmp_path):
             msgs.append(errors.get())
         raise AssertionError("; ".join(msgs) or "a process failed") from None
     assert len(list(tmp_path.glob("*/last.pt"))) == len(irat.methods.names())
+
+
+def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
+    """``torchrun --nproc-per-node=2 -m irat train`` trains; ``... -m irat eval``: each process attacks its half of the test
+    images and rank 0 writes eval.json; with deterministic attacks (clean, FGSM) the per-sample
+    results equal one process's."""
+    import subprocess
+    import sys
+
+    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    out = tmp_path / "run"
+    train = [
+        "-m", "irat", "train", "--data.dataset=npz", f"--data.root={toy}", f"--data.val_size={N_VAL}",
+        "--model.name=fc1", "--train.epochs=1", "--train.batch_size=128", "--attack.eps=0.1",
+        "--attack.steps=3", "--train.progress=false", "--out", str(out),
+    ]
+    r = subprocess.run([*torchrun, *train], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best epoch") == 1, r.stdout  # rank 0 alone reports
+    run = RunDir(out)
+    run.dir = out
+    cmd = ["-m", "irat", "eval", str(run.dir), "--attacks", "clean,fgsm"]
+    one = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    single = torch.load(run.dir / "eval_per_sample.pt", weights_only=True)
+    (run.dir / "eval.json").unlink()
+    torchrun[-1] = f"--master-port={_free_port()}"
+    two = subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("checkpoint:") == 1  # rank 0 alone prints and writes
+    sharded = torch.load(run.dir / "eval_per_sample.pt", weights_only=True)
+    assert (run.dir / "eval.json").exists()
+    for name in ("clean", "fgsm", "worst-case"):
+        assert torch.equal(single[name], sharded[name]), name

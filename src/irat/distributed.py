@@ -138,6 +138,23 @@ def mean_over_processes(tensors, weight: float = 1.0) -> list:
     return out
 
 
+def gather_rows(local: Tensor, n: int) -> Tensor:
+    """The rows ``[n, ...]`` of which this process holds its ``shard(n)``, on every process (one
+    all-gather; shards are padded to the same length). On one process ``local`` itself."""
+    k = world_size()
+    if k == 1:
+        return local
+    size = -(-n // k)
+    dtype = local.dtype
+    wire = local.to(torch.uint8) if dtype == torch.bool else local  # gloo has no bool
+    padded = wire.new_zeros((size, *wire.shape[1:]))
+    padded[: len(wire)] = wire
+    parts = [torch.empty_like(padded) for _ in range(k)]
+    dist.all_gather(parts, padded)
+    rows = [parts[r][: shard(n, r, k).stop - shard(n, r, k).start] for r in range(k)]
+    return torch.cat(rows).to(dtype)
+
+
 def barrier() -> None:
     """Wait for every process (nothing on one process)."""
     if world_size() > 1:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from irat import attacks as attack_lib
+from irat import distributed
 from irat.attacks.build import clean
 from irat.evaluation import masking
 from irat.evaluation.progress import Progress, progress_keys
@@ -182,26 +183,31 @@ def evaluate(
             built[name] = attack_lib.build(attack, eps=eps, norm=norm, step_size=step_size)
             images[name] = min(count or n, n)
 
-        clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
-        keys = {}  # attack name → its progress file, when resumable
-        if resume_dir is not None:
+        # under torchrun each process attacks its shard of the images (AutoAttack too) and the
+        # per-sample results are gathered, so every process holds them all (rank 0 writes)
+        rows = distributed.shard(n)
+        clean_ok = distributed.gather_rows(correct_under(model, x[rows], y[rows], clean, batch_size=batch_size), n)
+        keys = {}  # attack name → its progress file, when resumable (one process only)
+        if resume_dir is not None and distributed.world_size() == 1:
             settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)
             keys = progress_keys(model, x, y, images, **settings)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
             k = images[name]
+            mine = distributed.shard(k)
             torch.manual_seed(seed)
-            per_sample[name] = correct_under(
+            local = correct_under(
                 model,
-                x[:k],
-                y[:k],
+                x[:k][mine],
+                y[:k][mine],
                 attack,
-                clean_correct=clean_ok[:k],
+                clean_correct=clean_ok[:k][mine],
                 batch_size=batch_size,
-                progress=progress,
+                progress=progress and distributed.is_main(),
                 desc=name,
                 resume=Progress(resume_dir, keys[name]) if name in keys else None,
-            ).cpu()
+            )
+            per_sample[name] = distributed.gather_rows(local, k).cpu()
         m = min(images.values())  # the images every attack ran on
         worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
         accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
@@ -219,7 +225,7 @@ def evaluate(
                     model, x, y, clean_ok, per_sample, eps=eps, norm=norm, seed=seed, batch_size=batch_size
                 )
                 warnings += probe.warnings
-            for w in warnings:
+            for w in warnings if distributed.is_main() else ():
                 print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
         for key in keys.values() if not keep_progress else ():  # complete: nothing left to resume
             Progress(resume_dir, key).clear()
