@@ -176,6 +176,12 @@ def test_only_rank_0_writes(toy, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "w").rglob("*"))
 
 
+def test_an_existing_run_directory_stops_every_process(toy, tmp_path):
+    _train(toy, tmp_path / "r", "at", {})
+    with pytest.raises(AssertionError, match="already holds a run"):
+        _spawn(toy, tmp_path / "r", "at")
+
+
 def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path):
     with pytest.raises(AssertionError, match="does not divide by the 2 processes"):
         _spawn(toy, tmp_path / "odd", "at", batch_size=127)

@@ -155,6 +155,17 @@ def gather_rows(local: Tensor, n: int) -> Tensor:
     return torch.cat(rows).to(dtype)
 
 
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (one all-reduce; ``flag`` itself on one process):
+    an error on rank 0 stops every process instead of leaving the others at a collective."""
+    if world_size() == 1:
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces CUDA tensors only
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def barrier() -> None:
     """Wait for every process (nothing on one process)."""
     if world_size() > 1:

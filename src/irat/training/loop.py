@@ -40,7 +40,7 @@ from irat.training.assemble import (
     train_defaults,
 )
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
-from irat.training.rundir import RunDir
+from irat.training.rundir import RunDir, RunDirError
 from irat.training.schedules import learning_rate, warmup_factor
 from irat.training.step import train_step
 from irat.training.tensorboard import ScalarLog
@@ -148,9 +148,18 @@ def train(
             history = run_dir.keep_metrics_through(start_epoch - 1)
         else:
             history = [r for r in run_dir.metrics() if r["epoch"] <= start_epoch - 1]
-    elif main:
+    else:
         files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+        failed = None
+        try:
+            if main:
+                run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+        except Exception as e:  # noqa: BLE001 (re-raised below, after the other processes know)
+            failed = e
+        if distributed.any_true(failed is not None):  # every process stops, not only rank 0
+            raise failed if failed is not None else RunDirError(
+                f"rank 0 could not create the run directory {run_dir.path} (its message says why)"
+            )
     distributed.barrier()
     if tc.progress and main and getattr(data, "location", None):
         print(data.provenance(), file=sys.stderr)
