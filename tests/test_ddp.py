@@ -266,3 +266,22 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     assert (run.dir / "eval.json").exists()
     for name in ("clean", "fgsm", "worst-case"):
         assert torch.equal(single[name], sharded[name]), name
+
+
+def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
+    import subprocess
+    import sys
+
+    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    cmd = [
+        "-m", "irat", "compare", "--methods", "at,mail-at", "--out", str(tmp_path / "c"), "--no-analyze",
+        "--data.dataset=npz", f"--data.root={toy}", f"--data.val_size={N_VAL}", "--model.name=fc1",
+        "--epochs=1", "--steps=2", "--eps=0.05", "--progress=false", "--eval.attacks=clean,fgsm",
+        "--train.batch_size=128",
+    ]
+    r = subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("table:") == 1 and "| mail-at |" in r.stdout
+    assert (tmp_path / "c" / "comparison.json").exists() and (tmp_path / "c" / "at" / "eval.json").exists()

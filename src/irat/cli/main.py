@@ -385,7 +385,11 @@ def _compare(args, overrides: list[str]) -> int:
         overrides = [*overrides, f"--data.root={args.data_dir}"]
     cfg = load(args.config, overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from irat import distributed
+
     comparison = irat.compare(methods, config=cfg, out=args.out, analyze=not args.no_analyze)
+    if not distributed.is_main():  # torchrun: rank 0 reports
+        return 0
     print(comparison.to_markdown())
     print(f"table: {comparison.out / 'comparison.md'}")
     if not args.no_analyze:
@@ -420,6 +424,10 @@ def _bench(args, overrides: list[str]) -> int:
         print(plan.text())
         return 0
     result = bench.bench(args.spec, args.out, overrides=flat, data_dir=args.data_dir, html=args.html)
+    from irat import distributed
+
+    if not distributed.is_main():  # torchrun: rank 0 reports
+        return 1 if result.failed else 0
     print(result.report.markdown())
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
