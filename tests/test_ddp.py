@@ -62,32 +62,41 @@ def _train(npz, out, method, kw):
     return irat.train(model, data, **{k: v for k, v in opts.items() if v is not None})
 
 
-def _worker(rank, world, port, npz, out, method, kw, errors):
+def _worker(rank, world, port, npz, jobs, errors):
+    """Run ``jobs`` [(out, method, kw)] one after the other in this process of ``world``."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
     )
+    method = None
     try:
-        run = _train(npz, out, method, dict(kw))
-        torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()}, f"{out}.rank{rank}.pt")
+        for out, method, kw in jobs:
+            run = _train(npz, out, method, dict(kw))
+            state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+            torch.save(state, f"{out}.rank{rank}.pt")
     except Exception as e:  # reported to the test; the other process may then fail on a collective
-        errors.put(f"{rank}: {type(e).__name__}: {e}")
+        errors.put(f"{rank}: {method}: {type(e).__name__}: {e}")
         raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _spawn(npz, out, method, world=2, **kw):
+def _spawn_jobs(npz, jobs, world=2):
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
+    jobs = [(str(out), method, kw) for out, method, kw in jobs]
     try:
-        mp.spawn(_worker, args=(world, _free_port(), str(npz), str(out), method, kw, errors), nprocs=world)
+        mp.spawn(_worker, args=(world, _free_port(), str(npz), jobs, errors), nprocs=world)
     except Exception:
         msgs = []
         while not errors.empty():
             msgs.append(errors.get())
         raise AssertionError("; ".join(msgs) or "a process failed") from None
+
+
+def _spawn(npz, out, method, world=2, **kw):
+    _spawn_jobs(npz, [(out, method, kw)], world)
 
 
 def _same_run(a, b, atol=1e-5):
@@ -105,38 +114,45 @@ def _same_run(a, b, atol=1e-5):
         assert abs(x["train_loss"] - y["train_loss"]) < 1e-5
 
 
-@pytest.mark.parametrize(
-    "method,kw",
-    [
-        ("at", {}),
-        ("mail-trades", {"burn_in": 0}),
-        ("lrat", {}),
-    ],
-)
-def test_two_processes_of_64_equal_one_of_128(toy, tmp_path, method, kw):
-    _train(toy, tmp_path / "one", method, dict(kw))
-    _spawn(toy, tmp_path / "two", method, **kw)
-    _same_run(tmp_path / "one", tmp_path / "two")
-    # rank 0 wrote the run; both processes ended with the same weights
-    r0, r1 = (torch.load(tmp_path / f"two.rank{r}.pt", weights_only=True) for r in (0, 1))
-    for k in r0:
-        torch.testing.assert_close(r0[k], r1[k], atol=0, rtol=0)
+EXACT = [
+    ("at", {}),
+    ("mail-trades", {"burn_in": 0}),
+    ("lrat", {}),
+    # BiLAW's meta step: the pseudo update on the global batch, μ's meta-gradient summed over the
+    # processes (through the global normalisation too); lr of μ raised so that μ moves enough
+    ("bilaw", {"meta_size": 32, "burn_in": 0, "bilaw.lr": 1.0}),
+    # ATTA's cache and the adaptive targets over two epochs: rows merged at the end of each epoch
+    ("fast-at-rw-at", {"burn_in": 0, "epochs": 2, "steps": None}),
+]
 
 
-def test_bilaw_two_processes_of_64_equal_one_of_128(toy, tmp_path):
-    """BiLAW's meta step: the pseudo update on the global batch, the meta-gradient of μ summed
-    over the processes (through the global normalisation too), the same μ everywhere."""
-    kw = {"meta_size": 32, "burn_in": 0, "bilaw.lr": 1.0}  # μ moves enough to tell
-    _train(toy, tmp_path / "one", "bilaw", dict(kw))
-    _spawn(toy, tmp_path / "two", "bilaw", **kw)
-    _same_run(tmp_path / "one", tmp_path / "two")
-    mu1, mu2 = (torch.load(RunDir(tmp_path / p).last, weights_only=True)["weighting"] for p in ("one", "two"))
-    net1, net2 = mu1["net"], mu2["net"]
-    for k in net1:
-        torch.testing.assert_close(net1[k], net2[k], atol=1e-5, rtol=1e-4, msg=f"weight network {k}")
-    r0, r1 = (torch.load(tmp_path / f"two.rank{r}.pt", weights_only=True) for r in (0, 1))
-    for k in r0:
-        torch.testing.assert_close(r0[k], r1[k], atol=0, rtol=0)
+def test_two_processes_of_64_equal_one_of_128(toy, tmp_path):
+    """at, mail-trades, lrat, bilaw, fast-at-rw-at: 2 × 64 equals 1 × 128 on the same data order
+    (losses, weights and the other per-instance records, parameters, BiLAW's weight network,
+    fast AT's cache and targets); only rank 0 writes; both processes end with the same weights."""
+    for method, kw in EXACT:
+        _train(toy, tmp_path / f"one-{method}", method, dict(kw))
+    _spawn_jobs(toy, [(tmp_path / f"two-{method}", method, kw) for method, kw in EXACT])
+    for method, _ in EXACT:
+        one, two = tmp_path / f"one-{method}", tmp_path / f"two-{method}"
+        _same_run(one, two)
+        r0, r1 = (torch.load(f"{two}.rank{r}.pt", weights_only=True) for r in (0, 1))
+        for k in r0:
+            torch.testing.assert_close(r0[k], r1[k], atol=0, rtol=0, msg=f"{method}: {k}")
+        a, b = (torch.load(RunDir(p).last, weights_only=True) for p in (one, two))
+        if "weighting" in a:
+            for k in a["weighting"]["net"]:
+                torch.testing.assert_close(
+                    a["weighting"]["net"][k], b["weighting"]["net"][k], atol=1e-5, rtol=1e-4, msg=k
+                )
+        if "instance_state" in a:
+            sa, sb = a["instance_state"], b["instance_state"]
+            torch.testing.assert_close(sa["cache"]["store"], sb["cache"]["store"], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(sa["targets"]["t"], sb["targets"]["t"], atol=1e-5, rtol=1e-4)
+    # rank 0 alone wrote: one metrics row per epoch, no temporary files left
+    assert len(RunDir(tmp_path / "two-at").metrics()) == 1
+    assert (tmp_path / "two-at" / "records" / "epoch_000.npz").exists()
+    assert not any(p.name.endswith(".tmp") or p.name.startswith(".") for p in tmp_path.rglob("*"))
 
 
 def _one_process_reference(toy, out):
@@ -160,76 +176,29 @@ def test_resume_from_one_process_on_two(toy, tmp_path):
     _same_run(tmp_path / "r", tmp_path / "ref")
 
 
-def test_resume_of_two_processes_on_two(toy, tmp_path):
-    _spawn(toy, tmp_path / "r", "at", epochs=1)
-    _spawn(toy, tmp_path / "r", "at", epochs=2, resume=True)
-    _one_process_reference(toy, tmp_path / "ref")
-    _same_run(tmp_path / "r", tmp_path / "ref")
-
-
-def test_only_rank_0_writes(toy, tmp_path):
-    _spawn(toy, tmp_path / "w", "at")
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    run_files = [f for f in files if f.startswith("w/")]
-    assert "w/last.pt" in run_files and "w/records/epoch_000.npz" in run_files
-    assert len(RunDir(tmp_path / "w").metrics()) == 1  # one metrics row, not one per process
-    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "w").rglob("*"))
-
-
 def test_an_existing_run_directory_stops_every_process(toy, tmp_path):
     _train(toy, tmp_path / "r", "at", {})
     with pytest.raises(AssertionError, match="already holds a run"):
         _spawn(toy, tmp_path / "r", "at")
 
 
-def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path):
-    with pytest.raises(AssertionError, match="does not divide by the 2 processes"):
-        _spawn(toy, tmp_path / "odd", "at", batch_size=127)
+def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path, monkeypatch):
+    """Checked before anything is written (as if two processes ran: the check needs no peer)."""
+    monkeypatch.setattr(irat.distributed, "world_size", lambda: 2)
+    with pytest.raises(ConfigError, match=r"batch_size=127 .* does not divide by the 2 processes.*=126"):
+        _train(toy, tmp_path / "odd", "at", {"batch_size": 127})
     assert not (tmp_path / "odd").exists()
 
 
-def test_fast_at_cache_and_targets_two_processes_equal_one(toy, tmp_path):
-    """ATTA's cache and the adaptive targets, carried over two epochs: each process updates the
-    rows of the indices it trained on and the rows are merged at the end of the epoch."""
-    kw = {"burn_in": 0, "epochs": 2, "steps": None}
-    _train(toy, tmp_path / "one", "fast-at-rw-at", dict(kw))
-    _spawn(toy, tmp_path / "two", "fast-at-rw-at", **kw)
-    _same_run(tmp_path / "one", tmp_path / "two")
-    s1, s2 = (torch.load(RunDir(tmp_path / p).last, weights_only=True)["instance_state"] for p in ("one", "two"))
-    torch.testing.assert_close(s1["cache"]["store"], s2["cache"]["store"], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(s1["targets"]["t"], s2["targets"]["t"], atol=1e-5, rtol=1e-4)
-
-
-def _every_method(rank, world, port, npz, out, errors):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    try:
-        for method in irat.methods.names():
-            kw = {"meta_size": 32} if method.startswith("bilaw") else {}
-            kw["steps"] = None if method.startswith("fast-at") else 1
-            run = _train(npz, f"{out}/{method}", method, kw)
-            assert np.isfinite(run.history[-1]["train_loss"]), method
-    except Exception as e:
-        errors.put(f"{rank}: {method}: {type(e).__name__}: {e}")
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def test_every_named_method_runs_under_two_processes(toy, tmp_path):
-    ctx = mp.get_context("spawn")
-    errors = ctx.SimpleQueue()
-    try:
-        mp.spawn(_every_method, args=(2, _free_port(), str(toy), str(tmp_path), errors), nprocs=2)
-    except Exception:
-        msgs = []
-        while not errors.empty():
-            msgs.append(errors.get())
-        raise AssertionError("; ".join(msgs) or "a process failed") from None
-    assert len(list(tmp_path.glob("*/last.pt"))) == len(irat.methods.names())
+    jobs = []
+    for method in irat.methods.names():
+        kw = {"meta_size": 32} if method.startswith("bilaw") else {}
+        kw["steps"] = None if method.startswith("fast-at") else 1  # fast AT: its own single step
+        jobs.append((tmp_path / method, method, kw))
+    _spawn_jobs(toy, jobs)
+    for method in irat.methods.names():
+        assert np.isfinite(RunDir(tmp_path / method).metrics()[-1]["train_loss"]), method
 
 
 def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
