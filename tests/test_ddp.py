@@ -187,6 +187,8 @@ def test_a_global_batch_that_does_not_divide_is_refused(toy, tmp_path, monkeypat
     monkeypatch.setattr(irat.distributed, "world_size", lambda: 2)
     with pytest.raises(ConfigError, match=r"batch_size=127 .* does not divide by the 2 processes.*=126"):
         _train(toy, tmp_path / "odd", "at", {"batch_size": 127})
+    with pytest.raises(ConfigError, match="sync_bn needs CUDA"):
+        _train(toy, tmp_path / "odd", "at", {"sync_bn": True})
     assert not (tmp_path / "odd").exists()
 
 

@@ -104,7 +104,7 @@ def train(
     _load_init(model, cfg)  # initial weights that do not fit the model
     _announce_defaults(cfg)
     fill_defaults(cfg)
-    _check_distributed(cfg, extra)
+    _check_distributed(cfg, extra, device)
     main = distributed.is_main()  # only rank 0 writes files
     run_dir = RunDir(out)
     if device.type == "cpu":
@@ -311,11 +311,13 @@ def train(
     )
 
 
-def _check_distributed(cfg: Config, extra) -> None:
+def _check_distributed(cfg: Config, extra, device: torch.device) -> None:
     """Under torchrun: the global batch must split evenly over the processes (ConfigError with
-    the fix), and extra data (the half/half loader) is not sharded yet."""
+    the fix), SyncBatchNorm needs GPUs, and extra data (the half/half loader) is not sharded yet."""
     if distributed.world_size() == 1:
         return
+    if cfg.train.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm); drop it on the CPU")
     try:
         distributed.check_batch(cfg.train.batch_size)
     except ValueError as e:
