@@ -43,7 +43,11 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, args, queue) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
     )
     torch.set_num_threads(args.threads)
     import torch.distributed as dist
@@ -65,7 +69,9 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
     x = torch.rand(n, spec.channels, spec.image_size, spec.image_size, generator=g)
     y = torch.randint(0, spec.num_classes, (n,), generator=g)
     train = irat.data.Split(x, y, torch.arange(n)).to(device)
-    cfg = resolve_config(method=args.method, eps=args.eps, steps=args.attack_steps, batch_size=args.batch_size)
+    cfg = resolve_config(
+        method=args.method, eps=args.eps, steps=args.attack_steps, batch_size=args.batch_size
+    )
     fill_defaults(cfg)
     distributed.check_batch(args.batch_size)
     torch.manual_seed(0)
@@ -73,7 +79,9 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     generator = torch.Generator(device=device).manual_seed(0)
     parts = build_step(cfg, generator, epoch=0)
     loader = irat.data.Loader(

@@ -65,7 +65,10 @@ def _train(npz, out, method, kw):
 def _worker(rank, world, port, npz, jobs, errors):
     """Run ``jobs`` [(out, method, kw)] one after the other in this process of ``world``."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
     )
     method = None
@@ -204,20 +207,37 @@ def test_every_named_method_runs_under_two_processes(toy, tmp_path):
 
 
 def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
-    """``torchrun --nproc-per-node=2 -m irat train`` trains; ``... -m irat eval``: each process attacks its half of the test
-    images and rank 0 writes eval.json; with deterministic attacks (clean, FGSM) the per-sample
-    results equal one process's."""
+    """``torchrun --nproc-per-node=2 -m irat train`` trains; ``... -m irat eval``: each process
+    attacks its half of the test images and rank 0 writes eval.json; with deterministic attacks
+    (clean, FGSM) the per-sample results equal one process's."""
     import subprocess
     import sys
 
     src = str(__import__("pathlib").Path(irat.__file__).parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        f"--master-port={_free_port()}",
+    ]
     out = tmp_path / "run"
     train = [
-        "-m", "irat", "train", "--data.dataset=npz", f"--data.root={toy}", f"--data.val_size={N_VAL}",
-        "--model.name=fc1", "--train.epochs=1", "--train.batch_size=128", "--attack.eps=0.1",
-        "--attack.steps=3", "--train.progress=false", "--out", str(out),
+        "-m",
+        "irat",
+        "train",
+        "--data.dataset=npz",
+        f"--data.root={toy}",
+        f"--data.val_size={N_VAL}",
+        "--model.name=fc1",
+        "--train.epochs=1",
+        "--train.batch_size=128",
+        "--attack.eps=0.1",
+        "--attack.steps=3",
+        "--train.progress=false",
+        "--out",
+        str(out),
     ]
     r = subprocess.run([*torchrun, *train], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -245,11 +265,31 @@ def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
 
     src = str(__import__("pathlib").Path(irat.__file__).parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        f"--master-port={_free_port()}",
+    ]
     cmd = [
-        "-m", "irat", "compare", "--methods", "at,mail-at", "--out", str(tmp_path / "c"), "--no-analyze",
-        "--data.dataset=npz", f"--data.root={toy}", f"--data.val_size={N_VAL}", "--model.name=fc1",
-        "--epochs=1", "--steps=2", "--eps=0.05", "--progress=false", "--eval.attacks=clean,fgsm",
+        "-m",
+        "irat",
+        "compare",
+        "--methods",
+        "at,mail-at",
+        "--out",
+        str(tmp_path / "c"),
+        "--no-analyze",
+        "--data.dataset=npz",
+        f"--data.root={toy}",
+        f"--data.val_size={N_VAL}",
+        "--model.name=fc1",
+        "--epochs=1",
+        "--steps=2",
+        "--eps=0.05",
+        "--progress=false",
+        "--eval.attacks=clean,fgsm",
         "--train.batch_size=128",
     ]
     r = subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True, timeout=180)

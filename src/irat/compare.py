@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from irat import distributed
 from irat.analysis.run import load_data
 from irat.bench.cell import train_and_evaluate
 from irat.config import Config, ConfigError, meta_size, resolve_config
-from irat import distributed
 from irat.training.checkpoint import atomic_write_text
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 import irat
+from irat import distributed
 from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run
 from irat.config import Config, ConfigError
 from irat.runtime import pick_device
-from irat import distributed
 from irat.training import checkpoint
 from irat.training.checkpoint import atomic_write_text
 from irat.training.loop import config_from_run, record_data

@@ -25,11 +25,11 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from irat import distributed
 from irat.bench import estimate
 from irat.bench.grid import BenchSpec, Cell, Grid, expand, load_spec, nest
 from irat.bench.runs import BENCH_FILE
 from irat.config import ConfigError
-from irat import distributed
 from irat.training.checkpoint import atomic_write_text
 from irat.training.rundir import RunDir
 

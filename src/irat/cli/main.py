@@ -459,8 +459,8 @@ def _export(args) -> int:
 
 
 def _eval(args) -> int:
-    from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_run
     from irat import distributed
+    from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_run
     from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)

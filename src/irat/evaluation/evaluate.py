@@ -186,7 +186,8 @@ def evaluate(
         # under torchrun each process attacks its shard of the images (AutoAttack too) and the
         # per-sample results are gathered, so every process holds them all (rank 0 writes)
         rows = distributed.shard(n)
-        clean_ok = distributed.gather_rows(correct_under(model, x[rows], y[rows], clean, batch_size=batch_size), n)
+        local_clean = correct_under(model, x[rows], y[rows], clean, batch_size=batch_size)
+        clean_ok = distributed.gather_rows(local_clean, n)
         keys = {}  # attack name → its progress file, when resumable (one process only)
         if resume_dir is not None and distributed.world_size() == 1:
             settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)

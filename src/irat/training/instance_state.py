@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from irat.distributed import merge_rows
-
 from irat.attacks.atta import PerturbationCache
+from irat.distributed import merge_rows
 from irat.objectives.adaptive_targets import AdaptiveTargets
 
 

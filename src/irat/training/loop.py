@@ -122,7 +122,7 @@ def train(
     # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
     # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
-    if distributed.world_size() > 1:  # after the checkpoint is loaded below DDP broadcasts rank 0's weights anyway
+    if distributed.world_size() > 1:  # DDP broadcasts rank 0's weights; resume restores them on all ranks
         if tc.sync_bn:
             fast = torch.nn.SyncBatchNorm.convert_sync_batchnorm(fast)
         fast = torch.nn.parallel.DistributedDataParallel(
@@ -157,8 +157,12 @@ def train(
         except Exception as e:  # noqa: BLE001 (re-raised below, after the other processes know)
             failed = e
         if distributed.any_true(failed is not None):  # every process stops, not only rank 0
-            raise failed if failed is not None else RunDirError(
-                f"rank 0 could not create the run directory {run_dir.path} (its message says why)"
+            raise (
+                failed
+                if failed is not None
+                else RunDirError(
+                    f"rank 0 could not create the run directory {run_dir.path} (its message says why)"
+                )
             )
     distributed.barrier()
     if tc.progress and main and getattr(data, "location", None):
@@ -264,7 +268,9 @@ def train(
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
                 if main:
-                    checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner})
+                    checkpoint.save(
+                        run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner}
+                    )
         what = health.collapse(row, history, data.spec.num_classes, len(val_split))
         if what is not None and not warned:
             row["warning"] = health.advice(what, epoch, tc.method, lr, tc.warmup)

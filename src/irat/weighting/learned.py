@@ -38,8 +38,8 @@ from torch import Tensor, nn
 
 from irat.data.loader import Loader
 from irat.data.split import Split
-from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 from irat.distributed import average_grads, share
+from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 from irat.weighting.meta import AtParameters, functional_forward, validation_loss, weight_gradient
 from irat.weighting.normalize import normalize_to_batch
 from irat.weighting.weight_net import INPUTS, WeightNet, input_size, needs_natural, weight_inputs

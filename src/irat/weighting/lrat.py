@@ -16,7 +16,8 @@ The adversarial data term x*_i gets ``c_i = [C − Σ_j ω_ij]_+`` (C = 0.1), so
 variants are all safe is not dropped. Normalisation (appendix B, DECISION #12): raw c and ω first,
 then every coefficient divided by ``s̄ = mean_i(c_i + Σ_j ω_ij)``, so that the coefficients of an
 instance sum to 1 on average over the batch. ``s̄ ≥ C > 0`` always, so the division needs no guard:
-under torchrun the mean is over the global batch (``irat.distributed.global_sums``); with ω ≡ 1, m = 1 and C < 1 (LSAT) every coefficient is exactly 1 or 0 and the loss is exactly AT's.
+with ω ≡ 1, m = 1 and C < 1 (LSAT) every coefficient is exactly 1 or 0 and the loss is exactly AT's.
+Under torchrun the mean is over the global batch (``irat.distributed.global_sums``).
 
 Shapes: ``t``, ``ω`` [B, m] (or any shape for ``lrat``); coefficients [B, m + 1], column m = c.
 """
