@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from irat import distributed
 from irat.analysis.run import load_data
 from irat.bench.cell import train_and_evaluate
 from irat.config import Config, ConfigError, meta_size, resolve_config
@@ -86,6 +87,11 @@ def compare(
                 "training images; "
                 "choose a smaller --data.meta_size or a larger --data.limit"
             )
+    if analyze and distributed.requested():
+        raise ConfigError(
+            "irat compare under torchrun trains and evaluates on every process but does not run the "
+            "analyses yet; pass --no-analyze (analyze=False) and run irat analyze on each run afterwards"
+        )
     out = Path(out)
     comparison = Comparison({}, {}, out)
     for method, method_cfg in configs.items():
@@ -99,6 +105,8 @@ def compare(
             from irat.analysis import analyze as analyze_run
 
             analyze_run(cell.run_dir, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=names[0])
-    atomic_write_text(out / "comparison.md", comparison.to_markdown())
-    atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
+    if distributed.is_main():  # torchrun: rank 0 writes
+        atomic_write_text(out / "comparison.md", comparison.to_markdown())
+        atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
+    distributed.barrier()
     return comparison

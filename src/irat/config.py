@@ -114,6 +114,7 @@ class TrainConfig:
     channels_last: bool | None = None  # NHWC activations; None: on a GPU (1.24x on an H200), off on the CPU
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; plain, AT, TRADES only)
     compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune; slower on CPU
+    sync_bn: bool = False  # torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
     deterministic: bool = False  # GPU: deterministic kernels (bit-for-bit resume), slower; CPU: always
     progress: bool = True  # progress bars on training and evaluation
     tensorboard: bool = False  # per-epoch scalars in RUN_DIR/tensorboard (pip install 'irat[tensorboard]')

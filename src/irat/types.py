@@ -20,13 +20,16 @@ class Batch:
     per-instance records and state are keyed by index); ``x`` [B, C, H, W] float in [0, 1];
     ``y`` [B] long. With augmentation, the loader's draws: ``crop`` [B, 2] long row and column
     offsets into the zero-padded image, ``flip`` [B] bool (None: not drawn); ATTA's cache applies
-    the same view to its stored perturbation (``irat.data.augmentation``)."""
+    the same view to its stored perturbation (``irat.data.augmentation``). ``total``: under
+    torchrun, the size of the global batch this process's rows belong to (None: this batch is the
+    whole batch)."""
 
     idx: Tensor
     x: Tensor
     y: Tensor
     crop: Tensor | None = None
     flip: Tensor | None = None
+    total: int | None = None
 
     def __len__(self) -> int:
         return self.y.shape[0]

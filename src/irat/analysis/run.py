@@ -112,6 +112,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     ``data.root``, same split seed and sizes as in training) and its model with the weights of
     ``checkpoint`` ("best" or "last"; default: the run's ``eval.checkpoint``, "best" for "both")."""
     import irat
+    from irat import distributed
     from irat.runtime import pick_device
     from irat.training import checkpoint as ckpt
     from irat.training.loop import config_from_run
@@ -119,7 +120,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, data_dir: str |
     cfg = config_from_run(run_dir)
     path = checkpoint_path(run_dir, checkpoint, cfg)
     data = load_data(cfg, data_dir)
-    device = pick_device(cfg.train.device)
+    device = distributed.setup(pick_device(cfg.train.device))  # torchrun: irat eval shards the images
     model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
     model = model.to(device)
     ckpt.restore(model, ckpt.load(path, map_location=device), path, cfg)

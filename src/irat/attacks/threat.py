@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from irat.distributed import draw
+
 STARTS = ("uniform", "gauss_small", "none")
 NORMS = ("linf", "l2")
 GAUSS_SMALL_STD = 0.001
@@ -25,12 +27,12 @@ GAUSS_SMALL_STD = 0.001
 def gaussian(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise of ``shape``, dtype and device of ``like``, from ``generator``."""
     device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+    return draw(torch.randn, shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 def _rand(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     device = generator.device if generator is not None else like.device
-    return torch.rand(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+    return draw(torch.rand, shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 def _l2(v: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import irat
+from irat import distributed
 from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run
 from irat.config import Config, ConfigError
 from irat.runtime import pick_device
@@ -126,12 +127,14 @@ def train_and_evaluate(cfg: Config, data, out: str | Path, *, robustbench: bool 
         checkpoint.restore(model, state, path, config_from_run(run.path))
         res = evaluate_run(model, data, cfg, run_dir=run.path, keep_progress=True)
         stem = eval_stem(which, names)
-        res.save(run.path, stem=stem)
-        if robustbench:
+        if distributed.is_main():  # torchrun: every process holds the gathered result; rank 0 writes
+            res.save(run.path, stem=stem)
+        if robustbench and distributed.is_main():
             from irat.export import robustbench_info
 
             info = robustbench_info(cfg, res.to_dict(), which=which, epoch=state["epoch"])
             name = stem.replace("eval", "robustbench")
             atomic_write_text(run.path / f"{name}.json", json.dumps(info, indent=2) + "\n")
         result.results[which], result.epochs[which] = res, int(state["epoch"])
+    distributed.barrier()  # nobody reads the cell's files before rank 0 has written them
     return result

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from irat import distributed
 from irat.bench import estimate
 from irat.bench.grid import BenchSpec, Cell, Grid, expand, load_spec, nest
 from irat.bench.runs import BENCH_FILE
@@ -284,7 +285,9 @@ def bench(
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     invocation = uuid.uuid4().hex[:12]
     t0 = time.perf_counter()
-    _record_invocation(out, spec, command, None, started, invocation)
+    main = distributed.is_main()  # torchrun: every process trains and evaluates the cells, rank 0 writes
+    if main:
+        _record_invocation(out, spec, command, None, started, invocation)
     todo = [st for st in p.statuses if st.state != "done"]
     failed: dict = {}
     bar = tqdm(
@@ -312,11 +315,13 @@ def bench(
             bar.update(1)
     finally:
         bar.close()
-        _record_invocation(out, spec, command, time.perf_counter() - t0, started, invocation)
+        if main:
+            _record_invocation(out, spec, command, time.perf_counter() - t0, started, invocation)
+    distributed.barrier()
     report = build([out])
     for path, error in failed.items():
         report.notes.append(f"{path} failed: {error}")
     for s in p.grid.skipped:
         report.notes.append(f"skipped {s.what} {s.name}: {s.reason}")
-    files = write(report, out, html=html, command=command)
+    files = write(report, out, html=html, command=command) if main else {}
     return BenchResult(out, p, report, failed, files)

@@ -312,6 +312,7 @@ def _run(cfg, args) -> int:
     import torch
 
     import irat
+    from irat import distributed
     from irat.analysis.run import load_data
 
     torch.manual_seed(cfg.train.seed)
@@ -319,12 +320,13 @@ def _run(cfg, args) -> int:
     model = irat.models.create(cfg.model.name, dataset=data.spec, preprocess=cfg.model.preprocess)
     run = irat.train(model, data, out=args.out, resume=args.resume, config=cfg)
     last = run.history[-1] if run.history else {}
-    print(f"run: {run.dir}")
-    if run.best_epoch >= 0:
-        val = f"validation {cfg.train.val_attack} accuracy {run.best_val_robust:.4f}"
-        print(f"best epoch {run.best_epoch} ({val})")
-    if last:
-        print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
+    if distributed.is_main():  # under torchrun rank 0 reports
+        print(f"run: {run.dir}")
+        if run.best_epoch >= 0:
+            val = f"validation {cfg.train.val_attack} accuracy {run.best_val_robust:.4f}"
+            print(f"best epoch {run.best_epoch} ({val})")
+        if last:
+            print("last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if isinstance(v, float)))
     if args.eval:
         return _eval(
             argparse.Namespace(
@@ -383,7 +385,11 @@ def _compare(args, overrides: list[str]) -> int:
         overrides = [*overrides, f"--data.root={args.data_dir}"]
     cfg = load(args.config, overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from irat import distributed
+
     comparison = irat.compare(methods, config=cfg, out=args.out, analyze=not args.no_analyze)
+    if not distributed.is_main():  # torchrun: rank 0 reports
+        return 0
     print(comparison.to_markdown())
     print(f"table: {comparison.out / 'comparison.md'}")
     if not args.no_analyze:
@@ -418,6 +424,10 @@ def _bench(args, overrides: list[str]) -> int:
         print(plan.text())
         return 0
     result = bench.bench(args.spec, args.out, overrides=flat, data_dir=args.data_dir, html=args.html)
+    from irat import distributed
+
+    if not distributed.is_main():  # torchrun: rank 0 reports
+        return 1 if result.failed else 0
     print(result.report.markdown())
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
@@ -449,12 +459,15 @@ def _export(args) -> int:
 
 
 def _eval(args) -> int:
+    from irat import distributed
     from irat.analysis.run import checkpoint_names, checkpoint_path, evaluate_run, load_run
     from irat.training import checkpoint
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
-    checkpoint.check_writable(args.run_dir)  # results and progress go there: fail before any attack
-    checkpoint.remove_temporaries(args.run_dir)  # of a killed write
+    main = distributed.is_main()  # under torchrun only rank 0 writes and prints
+    if main:
+        checkpoint.check_writable(args.run_dir)  # results and progress go there: fail before any attack
+        checkpoint.remove_temporaries(args.run_dir)  # of a killed write
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     names = checkpoint_names(args.checkpoint, run.config)
     for which in names:
@@ -471,9 +484,11 @@ def _eval(args) -> int:
             bpda=args.bpda,
             run_dir=args.run_dir,
         )
-        res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
-        print(f"checkpoint: {path} (epoch {state['epoch']})")
-        print(res.to_markdown())
+        if main:
+            res.save(Path(args.run_dir), stem="eval" if len(names) == 1 else f"eval_{which}")
+            print(f"checkpoint: {path} (epoch {state['epoch']})")
+            print(res.to_markdown())
+    distributed.barrier()
     return 0
 
 

@@ -32,6 +32,11 @@ class Loader:
     ``augment``: apply ``augment(x, spec.crop_padding, spec.flip)`` to each batch (needs ``spec``);
     ``drop_last``: skip the final incomplete batch. ``batch.idx`` holds the split's ``idx`` values;
     with augmentation ``batch.crop`` and ``batch.flip`` hold the draws.
+
+    ``rank``/``world`` (torchrun, ``irat.distributed``): ``batch_size`` is the global batch; every
+    process draws the same permutation and augmentation of the global batch and yields its
+    contiguous shard of it (``Batch.total`` = the global batch's size), so K processes together
+    visit the images in one process's order, each image once per epoch.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class Loader:
         augment: bool = False,
         spec: DatasetSpec | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -55,6 +62,7 @@ class Loader:
         self.augment = bool(augment) and (spec.crop_padding > 0 or spec.flip)
         self.spec = spec
         self.drop_last = drop_last
+        self.rank, self.world = int(rank), int(world)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -87,6 +95,12 @@ class Loader:
         for i in range(len(self)):
             pos = order[i * bs : (i + 1) * bs]
             x, crop, flip = split.x[pos], None, None
-            if gen is not None:
+            if gen is not None:  # the global batch's draws on every process (same generator state)
                 x, crop, flip = augment_with_draws(x, self.spec.crop_padding, self.spec.flip, generator=gen)
-            yield Batch(split.idx[pos], x, split.y[pos], crop, flip)
+            if self.world == 1:
+                yield Batch(split.idx[pos], x, split.y[pos], crop, flip)
+                continue
+            n = len(pos)
+            mine = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+            crop, flip = (None if t is None else t[mine] for t in (crop, flip))
+            yield Batch(split.idx[pos][mine], x[mine], split.y[pos][mine], crop, flip, total=n)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from irat import attacks as attack_lib
+from irat import distributed
 from irat.attacks.build import clean
 from irat.attacks.fmn import distribution as fmn_distribution
 from irat.attacks.fmn import fmn
@@ -199,27 +200,34 @@ def evaluate(
             built[name] = attack_lib.build(attack, eps=eps, norm=norm, step_size=step_size)
             images[name] = min(count or n, n)
 
-        clean_ok = correct_under(model, x, y, clean, batch_size=batch_size)
-        keys = {}  # attack name → its progress file, when resumable
-        if resume_dir is not None:
+        # under torchrun each process attacks its shard of the images (AutoAttack too) and the
+        # per-sample results are gathered, so every process holds them all (rank 0 writes)
+        rows = distributed.shard(n)
+        local_clean = correct_under(model, x[rows], y[rows], clean, batch_size=batch_size)
+        clean_ok = distributed.gather_rows(local_clean, n)
+        keys = {}  # attack name → its progress file, when resumable (one process only)
+        if resume_dir is not None and distributed.world_size() == 1:
             settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)
             keys = progress_keys(model, x, y, images, **settings)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
             k = images[name]
+            mine = distributed.shard(k)
             torch.manual_seed(seed)
-            per_sample[name] = correct_under(
+            local = correct_under(
                 model,
-                x[:k],
-                y[:k],
+                x[:k][mine],
+                y[:k][mine],
                 attack,
-                clean_correct=clean_ok[:k],
+                clean_correct=clean_ok[:k][mine],
                 batch_size=batch_size,
-                progress=progress,
+                progress=progress and distributed.is_main(),
                 desc=name,
                 resume=Progress(resume_dir, keys[name]) if name in keys else None,
-            ).cpu()
-        minimal = {  # FMN also finds each point's minimal norm: its distribution (one more FMN run)
+            )
+            per_sample[name] = distributed.gather_rows(local, k).cpu()
+        minimal = {  # FMN also finds each point's minimal norm: its distribution (one more FMN run,
+            # not sharded under torchrun: every process computes the same numbers)
             name: fmn_distribution(
                 model,
                 x[: images[name]],
@@ -249,7 +257,7 @@ def evaluate(
                     model, x, y, clean_ok, per_sample, eps=eps, norm=norm, seed=seed, batch_size=batch_size
                 )
                 warnings += probe.warnings
-            for w in warnings:
+            for w in warnings if distributed.is_main() else ():
                 print(f"WARNING (irat.evaluate): {w}", file=sys.stderr)
         for key in keys.values() if not keep_progress else ():  # complete: nothing left to resume
             Progress(resume_dir, key).clear()

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from irat.attacks.atta import PerturbationCache
+from irat.distributed import merge_rows
 from irat.objectives.adaptive_targets import AdaptiveTargets
 
 
@@ -30,6 +32,14 @@ class InstanceState:
         """Before the 0-based ``epoch``: reset the cache when ``epoch + 1`` is a multiple of ``reset``."""
         if self.cache is not None and self.reset and (epoch + 1) % self.reset == 0:
             self.cache.reset(generator)
+
+    def merge(self, visited: Tensor) -> None:
+        """Under torchrun, at the end of an epoch: each process updated the rows of the dataset
+        indices it trained on (``visited`` [max index + 1] bool); every process gets all rows."""
+        for part, rows in ((self.cache, "store"), (self.targets, "t")):
+            if part is not None:
+                mine = visited[part.idx]
+                getattr(part, rows).copy_(merge_rows(getattr(part, rows), mine))
 
     def state_dict(self) -> dict:
         parts = {"cache": self.cache, "targets": self.targets}

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 import irat
-from irat import attacks, methods
+from irat import attacks, distributed, methods
 from irat.attacks.build import clean
 from irat.config import Config, ConfigError, from_dict, meta_size, resolve_config
 from irat.data import DataError, Loader, Split, with_meta_split
@@ -40,7 +40,7 @@ from irat.training.assemble import (
     train_defaults,
 )
 from irat.training.records import InstanceRecorder, instance_weight, worst_variant
-from irat.training.rundir import RunDir
+from irat.training.rundir import RunDir, RunDirError
 from irat.training.schedules import learning_rate, warmup_factor
 from irat.training.step import train_step
 from irat.training.tensorboard import ScalarLog
@@ -90,7 +90,7 @@ def train(
     meta = getattr(data, "meta", None)
     learned = build_learned(cfg, data.spec.num_classes, meta) if meta is not None else None
     cfg.model.preprocess = getattr(model, "irat_preprocess", cfg.model.preprocess)
-    device = pick_device(cfg.train.device)
+    device = distributed.setup(pick_device(cfg.train.device))  # torchrun: joins the process group
     # bad input fails from here on, before the run directory exists: a subset, extra data,
     train_split = _training_split(data, cfg).to(device)
     extra = _extra_split(data, cfg)
@@ -104,6 +104,8 @@ def train(
     _load_init(model, cfg)  # initial weights that do not fit the model
     _announce_defaults(cfg)
     fill_defaults(cfg)
+    _check_distributed(cfg, extra, device)
+    main = distributed.is_main()  # only rank 0 writes files
     run_dir = RunDir(out)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the attack's buffers (irat/runtime.py)
@@ -120,12 +122,19 @@ def train(
     # its other batch size and eval mode made a CUDA-graph module re-record (110 img/s against
     # 3559 eager for preact-resnet18 on an H200, benchmarks/README.md "GPU")
     fast = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
+    if distributed.world_size() > 1:  # DDP broadcasts rank 0's weights; resume restores them on all ranks
+        if tc.sync_bn:
+            fast = torch.nn.SyncBatchNorm.convert_sync_batchnorm(fast)
+        fast = torch.nn.parallel.DistributedDataParallel(
+            fast, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if learned is not None:
         learned.to(device)
 
     start_epoch, best_epoch, best_val, history = 0, -1, -math.inf, []
     if resume and run_dir.exists():
-        run_dir.prepare_resume()  # a full or read-only disk fails now, not after an epoch
+        if main:
+            run_dir.prepare_resume()  # a full or read-only disk fails now, not after an epoch
         saved = checkpoint.load(run_dir.last, map_location=device) if run_dir.last.exists() else None
         if saved is not None:
             checkpoint.restore(model, saved, run_dir.last, cfg)
@@ -135,17 +144,42 @@ def train(
             if state is not None:
                 state.load_state_dict(saved["instance_state"])
             start_epoch, best_epoch, best_val = saved["epoch"] + 1, saved["best_epoch"], saved["best_val"]
-        history = run_dir.keep_metrics_through(start_epoch - 1)
+        if main:
+            history = run_dir.keep_metrics_through(start_epoch - 1)
+        else:
+            history = [r for r in run_dir.metrics() if r["epoch"] <= start_epoch - 1]
     else:
         files = getattr(data, "files", {})  # where the data came from, with the sha256 of what was read
-        run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
-    if tc.progress and getattr(data, "location", None):
+        failed = None
+        try:
+            if main:
+                run_dir.create({**cfg.to_dict(), "irat_version": irat.__version__, "data_files": files})
+        except Exception as e:  # noqa: BLE001 (re-raised below, after the other processes know)
+            failed = e
+        if distributed.any_true(failed is not None):  # every process stops, not only rank 0
+            raise (
+                failed
+                if failed is not None
+                else RunDirError(
+                    f"rank 0 could not create the run directory {run_dir.path} (its message says why)"
+                )
+            )
+    distributed.barrier()
+    if tc.progress and main and getattr(data, "location", None):
         print(data.provenance(), file=sys.stderr)
 
     val_split = data.val.to(device)
+    val_rows = distributed.shard(len(val_split))  # each process validates its shard; counts are summed
     if extra is None:
         loader = Loader(
-            train_split, batch_size=tc.batch_size, shuffle=True, seed=tc.seed, augment=augment, spec=data.spec
+            train_split,
+            batch_size=tc.batch_size,
+            shuffle=True,
+            seed=tc.seed,
+            augment=augment,
+            spec=data.spec,
+            rank=distributed.rank(),
+            world=distributed.world_size(),
         )
     else:
         loader = MixedLoader(
@@ -160,7 +194,8 @@ def train(
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
     recorder = InstanceRecorder(fit.idx, fit.y)
     owner = checkpoint.owner(cfg)  # stored with every checkpoint: another run's file is refused
-    scalars = ScalarLog(run_dir.path, tc.tensorboard, start_epoch)
+    scalars = ScalarLog(run_dir.path, tc.tensorboard and main, start_epoch)
+    visited = torch.zeros_like(recorder.values["loss"], dtype=torch.bool)  # indices this process trained on
 
     warned = any("warning" in r for r in history)  # one collapse warning per run, resumed or not
     for epoch in range(start_epoch, tc.epochs):
@@ -180,11 +215,12 @@ def train(
             state.begin_epoch(epoch, generator)  # ATTA's cache reset
         parts = build_step(cfg, generator, epoch, learned, state)
         fast.train()
+        visited.zero_()
         sums = torch.zeros(2, device=device)  # loss·B, correct on x' (read once per epoch)
         desc = f"epoch {epoch + 1}/{tc.epochs}"
         steps = len(loader)
         for i, batch in enumerate(
-            tqdm(loader, desc=desc, disable=not tc.progress, leave=False, unit="batch")
+            tqdm(loader, desc=desc, disable=not (tc.progress and main), leave=False, unit="batch")
         ):
             if epoch < tc.warmup:
                 _set_lr(optimizer, lr * warmup_factor(epoch * steps + i, tc.warmup * steps))
@@ -206,7 +242,12 @@ def train(
                 margin_adv=pm(z, s.y),
             )
             sums += torch.stack([step.loss * len(batch), (z.argmax(1) == s.y).sum().float()])
-        (loss_sum, correct), count = sums.tolist(), _images_per_epoch(loader)
+            visited[batch.idx] = True
+        # torchrun: the epoch's sums, the per-instance records and state of every process
+        (loss_sum, correct), count = distributed.all_reduce_(sums).tolist(), _images_per_epoch(loader)
+        recorder.merge()
+        if state is not None:
+            state.merge(visited)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / count} in epoch {epoch}; lower --train.lr "
@@ -217,22 +258,32 @@ def train(
             row.update(learned.pop_metrics())
         if len(val_split):
             torch.manual_seed(_epoch_seed(tc.seed, epoch) + 1)
-            clean_ok = correct_under(model, val_split.x, val_split.y, clean)
-            robust_ok = correct_under(model, val_split.x, val_split.y, val_attack, clean_correct=clean_ok)
-            row["val_robust_acc"] = robust_ok.float().mean().item()
-            row["val_clean_acc"] = clean_ok.float().mean().item()
+            xv, yv = val_split.x[val_rows], val_split.y[val_rows]
+            clean_ok = correct_under(model, xv, yv, clean)
+            robust_ok = correct_under(model, xv, yv, val_attack, clean_correct=clean_ok)
+            counts = distributed.all_reduce_(torch.stack([robust_ok.sum(), clean_ok.sum()]).double())
+            robust_n, clean_n = counts.tolist()
+            row["val_robust_acc"] = robust_n / len(val_split)
+            row["val_clean_acc"] = clean_n / len(val_split)
             if row["val_robust_acc"] > best_val:
                 best_epoch, best_val = epoch, row["val_robust_acc"]
-                checkpoint.save(run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner})
+                if main:
+                    checkpoint.save(
+                        run_dir.best, {"model": model.state_dict(), "epoch": epoch, "owner": owner}
+                    )
         what = health.collapse(row, history, data.spec.num_classes, len(val_split))
         if what is not None and not warned:
             row["warning"] = health.advice(what, epoch, tc.method, lr, tc.warmup)
-            print(f"irat: {row['warning']}", file=sys.stderr)
+            if main:
+                print(f"irat: {row['warning']}", file=sys.stderr)
             warned = True
         row["time_s"] = time.perf_counter() - t0
-        recorder.save(run_dir.record_path(epoch), epoch)
-        run_dir.append_metrics(row)
-        scalars.log(row)
+        if main:
+            recorder.save(run_dir.record_path(epoch), epoch)
+            run_dir.append_metrics(row)
+            scalars.log(row)
+        else:
+            recorder.clear()
         history.append(row)
         last = {
             "model": model.state_dict(),
@@ -246,8 +297,10 @@ def train(
             last["weighting"] = learned.state_dict()
         if state is not None:
             last["instance_state"] = state.state_dict()
-        checkpoint.save(run_dir.last, last)
-        if tc.progress:
+        if main:
+            checkpoint.save(run_dir.last, last)
+        distributed.barrier()  # no process starts the next epoch before last.pt holds this one
+        if tc.progress and main:
             shown = {
                 k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "warning"
             }
@@ -262,6 +315,21 @@ def train(
         best_val_robust=best_val if best_epoch >= 0 else float("nan"),
         model=model,
     )
+
+
+def _check_distributed(cfg: Config, extra, device: torch.device) -> None:
+    """Under torchrun: the global batch must split evenly over the processes (ConfigError with
+    the fix), SyncBatchNorm needs GPUs, and extra data (the half/half loader) is not sharded yet."""
+    if distributed.world_size() == 1:
+        return
+    if cfg.train.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm); drop it on the CPU")
+    try:
+        distributed.check_batch(cfg.train.batch_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if extra is not None:
+        raise ConfigError("data.extra is not supported under torchrun yet; run it on one process")
 
 
 def record_data(cfg: Config, data) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from irat.distributed import merge_rows
 from irat.losses import pm
 from irat.training.checkpoint import atomic_write_bytes
 
@@ -61,6 +62,17 @@ class InstanceRecorder:
         for name, v in values.items():
             if v is not None:
                 self.values[name][idx] = v.detach().float()
+
+    def merge(self) -> None:
+        """Under torchrun: every process's values (each index is trained on by one process in an
+        epoch; its non-NaN entries are the ones it logged), one all-reduce per field."""
+        for name, v in self.values.items():
+            self.values[name] = merge_rows(v, ~torch.isnan(v))
+
+    def clear(self) -> None:
+        """Reset every value to NaN for the next epoch (what ``save`` does after writing)."""
+        for v in self.values.values():
+            v.fill_(float("nan"))
 
     def save(self, path: str | Path, epoch: int) -> None:
         """Write this epoch's arrays, aligned with ``idx``, then reset them to NaN."""

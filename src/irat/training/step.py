@@ -38,6 +38,7 @@ from torch import Tensor
 
 from irat.attacks.atta import PerturbationCache
 from irat.attacks.mode import kept_running_stats
+from irat.distributed import global_draws, share
 from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 
 
@@ -78,8 +79,10 @@ def train_step(
 ) -> StepOutput:
     """Update ``model`` on ``batch`` once; the model is in train mode on entry and exit (the
     attack switches to eval mode internally and restores it)."""
-    adv = _attack(model, batch, parts)
-    nat_for_weights = _stats_only(model, batch.x, parts)  # before the graphs save BatchNorm's buffers
+    net = unwrap(model)  # attacks and the meta step use the module itself, not DDP's wrapper
+    with global_draws(batch.total):  # under torchrun: the global batch's random starts, this shard
+        adv = _attack(net, batch, parts)
+    nat_for_weights = _stats_only(net, batch.x, parts)  # before the graphs save BatchNorm's buffers
     logits_adv = forward_variants(model, adv.x_adv, batch.x) if adv is not None else None
     logits_nat = model(batch.x) if parts.needs_nat else None
     stats = SampleStats(
@@ -93,14 +96,27 @@ def train_step(
         logits_nat_eval=adv.logits_nat if adv is not None else None,
     )
     if parts.meta_step is not None:  # a learned weighting (BiLAW) learns from this step first
-        parts.meta_step(model, batch, adv, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
+        parts.meta_step(net, batch, adv, logits_nat, logits_adv, stats, optimizer.param_groups[0]["lr"])
     w = parts.weights(stats)
     targets = parts.targets(stats) if parts.targets is not None else batch.y
     loss, _ = parts.objective(logits_nat, logits_adv, targets, w)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * shard_share(batch)).backward()  # DDP averages: the mean over the global batch
     optimizer.step()
     return StepOutput(loss=loss.detach(), weights=w, stats=stats)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under DistributedDataParallel (``model`` itself without it)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def shard_share(batch: Batch) -> float:
+    """``K · b_r / B`` for this process's ``b_r`` rows of a global batch of ``B`` over K processes
+    (1.0 on one process and whenever the shards are equal): DDP averages the gradients of the K
+    local means, so this factor makes the average the global batch's mean also when the last
+    batch of an epoch splits unevenly. Every objective reduces by a plain mean over the batch."""
+    return share(len(batch), batch.total)
 
 
 def forward_variants(model: torch.nn.Module, x_adv: Tensor, x: Tensor) -> Tensor:

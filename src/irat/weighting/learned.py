@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from irat.data.loader import Loader
 from irat.data.split import Split
+from irat.distributed import average_grads, share
 from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 from irat.weighting.meta import AtParameters, functional_forward, validation_loss, weight_gradient
 from irat.weighting.normalize import normalize_to_batch
@@ -166,13 +167,16 @@ class LearnedWeighting:
             return loss
 
         train_loss, _ = objective(logits_nat, logits_adv, stats.y, w)
-        g = weight_gradient(model, w, train_loss, train_loss_at, lr_theta, validation)
+        g = weight_gradient(
+            model, w, train_loss, train_loss_at, lr_theta, validation, share(len(batch), batch.total)
+        )
         if self.net is None:
             self._w = normalize_to_batch((-g).clamp(min=0))
         else:
             params = list(self.net.parameters())
             for p, grad in zip(params, torch.autograd.grad(w_mu, params, grad_outputs=g)):
                 p.grad = grad
+            average_grads(params)  # torchrun: the global meta-gradient, the same μ on every process
             self.optimizer.step()
         self.steps += 1
 

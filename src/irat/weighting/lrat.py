@@ -17,6 +17,7 @@ variants are all safe is not dropped. Normalisation (appendix B, DECISION #12): 
 then every coefficient divided by ``s̄ = mean_i(c_i + Σ_j ω_ij)``, so that the coefficients of an
 instance sum to 1 on average over the batch. ``s̄ ≥ C > 0`` always, so the division needs no guard:
 with ω ≡ 1, m = 1 and C < 1 (LSAT) every coefficient is exactly 1 or 0 and the loss is exactly AT's.
+Under torchrun the mean is over the global batch (``irat.distributed.global_sums``).
 
 Shapes: ``t``, ``ω`` [B, m] (or any shape for ``lrat``); coefficients [B, m + 1], column m = c.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from irat.distributed import global_sums
 
 
 def lrat(t: Tensor, alpha: float = 2.0, beta: float = 0.5) -> Tensor:
@@ -43,4 +46,5 @@ def lrat_coefficients(omega: Tensor, c: float = 0.1) -> Tensor:
     if not c > 0:
         raise ValueError(f"lrat: C must be > 0 (the paper's constraint on Eq. 7), got {c}")
     raw = torch.cat([omega.detach(), data_coefficient(omega, c)[:, None]], dim=1)
-    return raw / raw.sum(1).mean()
+    total, count = global_sums(raw.sum(), raw.shape[0])  # the global batch's mean (one all-reduce)
+    return raw / (total / count.to(raw.dtype))

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from irat import losses
+from irat.distributed import mean_over_processes
 from irat.weighting.normalize import normalize_to_batch
 
 
@@ -55,11 +56,16 @@ def functional_forward(model: nn.Module, params: dict[str, Tensor], x: Tensor) -
     return functional_call(model, {**params, **_buffer_copies(model)}, (x,))
 
 
-def pseudo_update(model: nn.Module, train_loss: Tensor, lr_theta: float) -> dict[str, Tensor]:
+def pseudo_update(
+    model: nn.Module, train_loss: Tensor, lr_theta: float, share: float = 1.0
+) -> dict[str, Tensor]:
     """θ̃ = θ − lr_θ·∇_θ ``train_loss`` over the parameters that require gradients: name → a new
-    leaf tensor that requires grad (for ∇L_val(θ̃)). The graph of ``train_loss`` is kept."""
+    leaf tensor that requires grad (for ∇L_val(θ̃)). The graph of ``train_loss`` is kept. Under
+    torchrun the gradient is averaged over the processes (``share``: ``irat.distributed.share`` of
+    this process's rows), so θ̃ is the pseudo update on the global batch, the same everywhere."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(train_loss, [p for _, p in named], retain_graph=True, allow_unused=True)
+    grads = mean_over_processes(grads, share)
     return {
         n: (p if g is None else p - lr_theta * g).detach().requires_grad_(True)
         for (n, p), g in zip(named, grads)
@@ -92,14 +98,17 @@ def weight_gradient(
     train_loss_at: Callable[[dict[str, Tensor]], Tensor],
     lr_theta: float,
     validation: Callable[[dict[str, Tensor]], Tensor],
+    share: float = 1.0,
 ) -> Tensor:
     """``∂ validation(θ̃) / ∂w`` [B] for θ̃ = ``pseudo_update(model, train_loss, lr_theta)``.
 
     ``w`` [B]: the leaf the training loss is computed from (linear in it); ``train_loss``: that
     loss at the model's parameters, with its graph; ``train_loss_at(params)``: the same loss
     recomputed with the parameters ``params`` (name → tensor); ``validation(θ̃)``: the scalar
-    validation loss at θ̃ (it may attack its batch at θ̃ first)."""
-    theta = pseudo_update(model, train_loss, lr_theta)
+    validation loss at θ̃ (it may attack its batch at θ̃ first). Under torchrun each process
+    gets K times its rows' share of the global gradient (its loss is a mean over b = B/K rows);
+    the caller averages what it derives from it over the processes."""
+    theta = pseudo_update(model, train_loss, lr_theta, share)
     names = list(theta)
     v = torch.autograd.grad(validation(theta), [theta[n] for n in names], allow_unused=True)
     params = dict(model.named_parameters())
