@@ -55,7 +55,7 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
     import irat
     from irat import distributed
     from irat.config import resolve_config
-    from irat.training.assemble import build_step, fill_defaults
+    from irat.training.assemble import build_learned, build_step, fill_defaults, instance_state
 
     device = torch.device(args.device)
     if world > 1:
@@ -83,7 +83,13 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     generator = torch.Generator(device=device).manual_seed(0)
-    parts = build_step(cfg, generator, epoch=0)
+    # BiLAW's weighting is learned on a D_meta (here one global batch of the same random images);
+    # fast AT's cache and adaptive targets live in a per-instance state: built as irat.train does
+    learned = build_learned(cfg, spec.num_classes, train.subset(args.batch_size))
+    state = instance_state(cfg, train, spec, augment=False, generator=generator)
+    if state is not None:
+        state.begin_epoch(0, generator)
+    parts = build_step(cfg, generator, 0, learned, state)
     loader = irat.data.Loader(
         train, batch_size=args.batch_size, shuffle=True, seed=0, rank=distributed.rank(), world=world
     )
