@@ -139,3 +139,21 @@ def test_chaos_harness_checks_find_damage_and_compare_runs(tiny_npz, tmp_path):
     assert "last.pt is unreadable" in problem
     (tmp_path / "b" / "run" / "last.pt").unlink()
     assert chaos.results(tmp_path / "a") != chaos.results(tmp_path / "b")
+
+
+def test_ddp_scaling_worker_runs_learned_and_stateful_methods_in_one_process():
+    # the worker a spawned process runs, here in this process (world 1: no process group); BiLAW
+    # needs its learned weighting and fast AT its per-instance state, built as irat.train does
+    ddp = _script("ddp_scaling")
+    times = []
+
+    class Queue:
+        put = staticmethod(times.append)
+
+    for method in ("bilaw", "fast-at-rw-at", "at"):
+        args = ddp.argparse.Namespace(
+            model="fc1", method=method, batch_size=16, steps=1, warmup=1, attack_steps=10,
+            eps=0.1, threads=torch.get_num_threads(), device="cpu",
+        )  # fmt: skip
+        ddp._worker(0, 1, 0, args, Queue)
+    assert len(times) == 3 and all(t > 0 for t in times)
