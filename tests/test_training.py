@@ -197,5 +197,6 @@ def test_a_collapsed_run_warns_once_and_goes_on(tiny_npz, tmp_path, capsys):
     assert (
         "the trades run has probably collapsed" in err
         and "try --train.lr=1e-14 or --train.warmup=2" in err  # a tenth of that epoch's lr
+        and "a TRADES-type KL term" in err  # the cause named for its objective
     )
     assert [("warning" in r) for r in run.history] == [False, True, False]

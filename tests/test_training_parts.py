@@ -147,3 +147,9 @@ def test_collapse_signs_chance_level_and_loss_blow_up():
     line = health.advice(what, 2, "trades", 0.1, 0)
     assert "after epoch 2" in line and "try --train.lr=0.01 or --train.warmup=2" in line
     assert "--train.warmup" not in health.advice(what, 2, "trades", 0.1, 1)
+    # the cause: a KL objective, concentrated weights (from CONCENTRATED = 10 up), else the rate alone
+    assert "TRADES-type KL" in health.advice(what, 2, "trades", 0.1, 0, kl=True, largest_weight=3.0)
+    line = health.advice(what, 1, "bilaw-np", 0.1, 0, kl=False, largest_weight=18.64)
+    assert "the largest this epoch was 18.6 times the batch mean" in line and "KL" not in line
+    assert "KL" not in health.advice(what, 1, "at", 0.1, 0) and "concentrate" not in line.split("try")[1]
+    assert "concentrate" not in health.advice(what, 1, "gairat", 0.1, 0, largest_weight=9.9)

@@ -273,7 +273,12 @@ def train(
                     )
         what = health.collapse(row, history, data.spec.num_classes, len(val_split))
         if what is not None and not warned:
-            row["warning"] = health.advice(what, epoch, tc.method, lr, tc.warmup)
+            objective = tc.objective or methods.get(tc.method).objective
+            w = recorder.values["weight"]
+            largest = float(w[~torch.isnan(w)].max()) if not torch.isnan(w).all() else None
+            row["warning"] = health.advice(
+                what, epoch, tc.method, lr, tc.warmup, kl=objective == "trades", largest_weight=largest
+            )
             if main:
                 print(f"irat: {row['warning']}", file=sys.stderr)
             warned = True
