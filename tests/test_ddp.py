@@ -296,3 +296,61 @@ def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("table:") == 1 and "| mail-at |" in r.stdout
     assert (tmp_path / "c" / "comparison.json").exists() and (tmp_path / "c" / "at" / "eval.json").exists()
+
+
+def test_irat_bench_across_two_nodes_with_torchrun_s_rendezvous_flags(toy, tmp_path):
+    """Two torchrun launchers, one per "node" (``--nnodes=2 --node-rank=r`` with a static master,
+    here both on this machine): ``irat bench`` runs its cells in both processes, node 0 alone
+    writes the tables and prints; the table equals one process's (clean and FGSM are
+    deterministic, and the sharded training step equals one process's)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
+    spec = {
+        "title": "two nodes",
+        "config": {
+            "data": {"dataset": "npz", "root": str(toy), "val_size": N_VAL},
+            "model": {"name": "fc1"},
+            "attack": {"eps": 0.1, "steps": 2},
+            "train": {"epochs": 1, "batch_size": 128, "lr": 0.05, "progress": False},
+        },
+        "seeds": [0],
+        "methods": ["at", "gairat"],
+        "attacks": ["clean", "fgsm"],
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    bench = ["-m", "irat", "bench", str(path)]
+    port = _free_port()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    master = ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    nodes = [
+        subprocess.Popen(
+            [*launch, f"--node-rank={r}", *master, *bench, "--out", str(tmp_path / "two")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "| gairat |" in outs[0][0] and "| gairat |" not in outs[1][0]  # node 0 alone prints
+    one = subprocess.run(
+        [sys.executable, *bench, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    table = (tmp_path / "two" / "table.csv").read_text()
+    assert table == (tmp_path / "one" / "table.csv").read_text().replace(
+        str(tmp_path / "one"), str(tmp_path / "two")
+    )
