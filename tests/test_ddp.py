@@ -126,16 +126,21 @@ EXACT = [
     ("bilaw", {"meta_size": 32, "burn_in": 0, "bilaw.lr": 1.0}),
     # ATTA's cache and the adaptive targets over two epochs: rows merged at the end of each epoch
     ("fast-at-rw-at", {"burn_in": 0, "epochs": 2, "steps": None}),
+    # fine-tuning with extra data: the half/half batches (MixedLoader) sharded like Loader's; the
+    # extra set here is the toy file's own training images ("extra" is replaced by its path)
+    ("finetune", {"extra": True}),
 ]
 
 
 def test_two_processes_of_64_equal_one_of_128(toy, tmp_path):
-    """at, mail-trades, lrat, bilaw, fast-at-rw-at: 2 × 64 equals 1 × 128 on the same data order
+    """at, mail-trades, lrat, bilaw, fast-at-rw-at, finetune with extra data: 2 × 64 equals 1 × 128
+    on the same data order
     (losses, weights and the other per-instance records, parameters, BiLAW's weight network,
     fast AT's cache and targets); only rank 0 writes; both processes end with the same weights."""
-    for method, kw in EXACT:
+    exact = [(m, {**kw, "extra": str(toy)} if "extra" in kw else kw) for m, kw in EXACT]
+    for method, kw in exact:
         _train(toy, tmp_path / f"one-{method}", method, dict(kw))
-    _spawn_jobs(toy, [(tmp_path / f"two-{method}", method, kw) for method, kw in EXACT])
+    _spawn_jobs(toy, [(tmp_path / f"two-{method}", method, kw) for method, kw in exact])
     for method, _ in EXACT:
         one, two = tmp_path / f"one-{method}", tmp_path / f"two-{method}"
         _same_run(one, two)

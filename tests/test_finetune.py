@@ -49,6 +49,18 @@ def test_batches_mix_the_two_sources_half_and_half(batch_size):
     assert all(torch.equal(a.idx, b.idx) for a, b in zip(again, batches))  # depends on (seed, epoch) only
 
 
+def test_shards_of_a_mixed_batch_make_up_one_process_s_batch():
+    # torchrun: each process keeps its contiguous slice of the same global batch (total = its size)
+    train, extra = _split(10, 0, 0), _split(23, 1000, 1)
+    one = list(MixedLoader(train, extra, batch_size=7, seed=3))
+    shards = [list(MixedLoader(train, extra, batch_size=7, seed=3, rank=r, world=3)) for r in range(3)]
+    for i, whole in enumerate(one):
+        parts = [s[i] for s in shards]
+        assert torch.equal(torch.cat([p.idx for p in parts]), whole.idx)
+        assert torch.equal(torch.cat([p.x for p in parts]), whole.x)
+        assert all(p.total == len(whole) for p in parts) and all(len(p) > 0 for p in parts)
+
+
 def test_the_objective_weights_both_terms_and_reduces_to_its_bases():
     g = torch.Generator().manual_seed(0)
     z_nat, z_adv = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)

@@ -7,6 +7,8 @@ keeps the same proportion with what is left of the extra split). The training im
 permutations of the training split, a fresh one whenever the previous is used up. Both orders
 and the augmentation draws depend only on ``(seed, epoch)``, as in ``Loader``; each batch is the
 training part followed by the extra part, augmented together (``batch.crop``/``batch.flip``).
+Under torchrun (``rank``/``world``) every process builds the same global batch and keeps its
+contiguous shard, as ``Loader`` does, so K processes train on one process's batches.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from irat.types import Batch
 
 class MixedLoader:
     """Iterates over ``extra`` in halves of ``batch_size``, each joined by as many (or one more)
-    images of ``train``; ``set_epoch``, ``augment`` and ``spec`` as in ``Loader``."""
+    images of ``train``; ``set_epoch``, ``augment``, ``spec`` and ``rank``/``world`` as in
+    ``Loader`` (``batch_size`` is the global batch)."""
 
     def __init__(
         self,
@@ -35,6 +38,8 @@ class MixedLoader:
         seed: int = 0,
         augment: bool = False,
         spec: DatasetSpec | None = None,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 2:
             raise ValueError(f"a mixed batch needs batch_size >= 2 (half of each source), got {batch_size}")
@@ -47,6 +52,7 @@ class MixedLoader:
         self.half = self.batch_size // 2
         self.augment = bool(augment) and (spec.crop_padding > 0 or spec.flip)
         self.spec = spec
+        self.rank, self.world = int(rank), int(world)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,4 +86,10 @@ class MixedLoader:
             crop = flip = None
             if gen is not None:
                 x, crop, flip = augment_with_draws(x, self.spec.crop_padding, self.spec.flip, generator=gen)
-            yield Batch(idx, x, y, crop, flip)
+            if self.world == 1:
+                yield Batch(idx, x, y, crop, flip)
+                continue
+            n = len(idx)
+            mine = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+            crop, flip = (None if d is None else d[mine] for d in (crop, flip))
+            yield Batch(idx[mine], x[mine], y[mine], crop, flip, total=n)

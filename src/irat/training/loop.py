@@ -104,7 +104,7 @@ def train(
     _load_init(model, cfg)  # initial weights that do not fit the model
     _announce_defaults(cfg)
     fill_defaults(cfg)
-    _check_distributed(cfg, extra, device)
+    _check_distributed(cfg, device)
     main = distributed.is_main()  # only rank 0 writes files
     run_dir = RunDir(out)
     if device.type == "cpu":
@@ -189,6 +189,8 @@ def train(
             seed=tc.seed,
             augment=augment,
             spec=data.spec,
+            rank=distributed.rank(),
+            world=distributed.world_size(),
         )
     generator = torch.Generator(device=device)
     val_attack = attacks.build(tc.val_attack, eps=cfg.attack.eps, norm=cfg.attack.norm)
@@ -322,9 +324,9 @@ def train(
     )
 
 
-def _check_distributed(cfg: Config, extra, device: torch.device) -> None:
+def _check_distributed(cfg: Config, device: torch.device) -> None:
     """Under torchrun: the global batch must split evenly over the processes (ConfigError with
-    the fix), SyncBatchNorm needs GPUs, and extra data (the half/half loader) is not sharded yet."""
+    the fix) and SyncBatchNorm needs GPUs."""
     if distributed.world_size() == 1:
         return
     if cfg.train.sync_bn and device.type != "cuda":
@@ -333,8 +335,6 @@ def _check_distributed(cfg: Config, extra, device: torch.device) -> None:
         distributed.check_batch(cfg.train.batch_size)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if extra is not None:
-        raise ConfigError("data.extra is not supported under torchrun yet; run it on one process")
 
 
 def record_data(cfg: Config, data) -> None:
