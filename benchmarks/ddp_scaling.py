@@ -42,18 +42,13 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, args, queue) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
     torch.set_num_threads(args.threads)
     import torch.distributed as dist
 
     import irat
     from irat import distributed
+
+    os.environ.update(distributed.local_env(rank, world, port))
     from irat.config import resolve_config
     from irat.training.assemble import build_learned, build_step, fill_defaults, instance_state
 

@@ -19,8 +19,7 @@ def fmnist_small():
     return irat.data.load("fashion-mnist", val_size=200, seed=0, limit=2000)
 
 
-@pytest.fixture
-def tiny_npz(tmp_path):
+def write_toy_npz(path, n_train: int, n_test: int):
     """A 4-class 8×8 grey-scale toy problem (class = bright quadrant) as a user's npz file."""
     rng = np.random.default_rng(0)
 
@@ -32,11 +31,22 @@ def tiny_npz(tmp_path):
             x[i, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 180
         return x.astype(np.uint8), y.astype(np.int64)
 
-    x_train, y_train = make(400)
-    x_test, y_test = make(100)
-    path = tmp_path / "toy.npz"
+    x_train, y_train = make(n_train)
+    x_test, y_test = make(n_test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """400 training and 100 test images of the toy problem (``write_toy_npz``)."""
+    return write_toy_npz(tmp_path / "toy.npz", 400, 100)
+
+
+@pytest.fixture(scope="session")
+def toy_npz(tmp_path_factory):
+    """``toy_npz(n_train, n_test)``: a toy npz file in a fresh folder, for module-scoped fixtures."""
+    return lambda n_train, n_test: write_toy_npz(tmp_path_factory.mktemp("toy") / "toy.npz", n_train, n_test)
 
 
 def pytest_collection_modifyitems(config, items):

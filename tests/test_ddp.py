@@ -8,6 +8,9 @@ comparisons are on the run files (last.pt, records/), which only rank 0 writes.
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,29 +29,29 @@ N_TRAIN, N_VAL = 256, 32
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(toy_npz):
     """A 4-class 8×8 toy problem (class = bright quadrant), 256 training + 32 validation images."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.uniform(0, 60, (n, 8, 8))
-        for i, c in enumerate(y):
-            r, col = divmod(int(c), 2)
-            x[i, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 180
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    x_train, y_train = make(N_TRAIN + N_VAL)
-    x_test, y_test = make(64)
-    path = tmp_path_factory.mktemp("toy") / "toy.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+    return toy_npz(N_TRAIN + N_VAL, 64)
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _env() -> dict:
+    """The environment of a command-line process: one thread, this checkout's irat."""
+    src = str(Path(irat.__file__).parents[1])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
+
+
+def _torchrun(*flags: str) -> list[str]:
+    """``torchrun`` (as ``python -m torch.distributed.run``) with ``flags``; two processes on a
+    free port unless the flags say otherwise."""
+    if not flags:
+        flags = ("--nproc-per-node=2", f"--master-port={_free_port()}")
+    return [sys.executable, "-m", "torch.distributed.run", *flags]
 
 
 def _train(npz, out, method, kw):
@@ -64,13 +67,7 @@ def _train(npz, out, method, kw):
 
 def _worker(rank, world, port, npz, jobs, errors):
     """Run ``jobs`` [(out, method, kw)] one after the other in this process of ``world``."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
+    os.environ.update(irat.distributed.local_env(rank, world, port))
     method = None
     try:
         for out, method, kw in jobs:
@@ -215,18 +212,7 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     """``torchrun --nproc-per-node=2 -m irat train`` trains; ``... -m irat eval``: each process
     attacks its half of the test images and rank 0 writes eval.json; with deterministic attacks
     (clean, FGSM) the per-sample results equal one process's."""
-    import subprocess
-    import sys
-
-    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        f"--master-port={_free_port()}",
-    ]
+    env = _env()
     out = tmp_path / "run"
     train = [
         "-m",
@@ -244,7 +230,7 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
         "--out",
         str(out),
     ]
-    r = subprocess.run([*torchrun, *train], env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run([*_torchrun(), *train], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("best epoch") == 1, r.stdout  # rank 0 alone reports
     run = RunDir(out)
@@ -254,8 +240,7 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     assert one.returncode == 0, one.stderr
     single = torch.load(run.dir / "eval_per_sample.pt", weights_only=True)
     (run.dir / "eval.json").unlink()
-    torchrun[-1] = f"--master-port={_free_port()}"
-    two = subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True, timeout=180)
+    two = subprocess.run([*_torchrun(), *cmd], env=env, capture_output=True, text=True, timeout=180)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("checkpoint:") == 1  # rank 0 alone prints and writes
     sharded = torch.load(run.dir / "eval_per_sample.pt", weights_only=True)
@@ -265,18 +250,7 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
 
 
 def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
-    import subprocess
-    import sys
-
-    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        f"--master-port={_free_port()}",
-    ]
+    env = _env()
     cmd = [
         "-m",
         "irat",
@@ -297,7 +271,7 @@ def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
         "--eval.attacks=clean,fgsm",
         "--train.batch_size=128",
     ]
-    r = subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run([*_torchrun(), *cmd], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("table:") == 1 and "| mail-at |" in r.stdout
     assert (tmp_path / "c" / "comparison.json").exists() and (tmp_path / "c" / "at" / "eval.json").exists()
@@ -308,13 +282,9 @@ def test_irat_bench_across_two_nodes_with_torchrun_s_rendezvous_flags(toy, tmp_p
     here both on this machine): ``irat bench`` runs its cells in both processes, node 0 alone
     writes the tables and prints; the table equals one process's (clean and FGSM are
     deterministic, and the sharded training step equals one process's)."""
-    import subprocess
-    import sys
-
     import yaml
 
-    src = str(__import__("pathlib").Path(irat.__file__).parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": src}
+    env = _env()
     spec = {
         "title": "two nodes",
         "config": {
@@ -331,11 +301,10 @@ def test_irat_bench_across_two_nodes_with_torchrun_s_rendezvous_flags(toy, tmp_p
     path.write_text(yaml.safe_dump(spec))
     bench = ["-m", "irat", "bench", str(path)]
     port = _free_port()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
-    master = ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    master = ["--nnodes=2", "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}"]
     nodes = [
         subprocess.Popen(
-            [*launch, f"--node-rank={r}", *master, *bench, "--out", str(tmp_path / "two")],
+            [*_torchrun(f"--node-rank={r}", *master), *bench, "--out", str(tmp_path / "two")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -45,6 +45,18 @@ def requested() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def local_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """The environment torchrun gives process ``rank`` of ``world`` on this machine (master on
+    127.0.0.1:``port``): what a process spawned without torchrun sets before ``setup``."""
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+    }
+
+
 def setup(device: torch.device) -> torch.device:
     """Join the process group when torchrun started several processes; returns the device this
     process trains on (``cuda:LOCAL_RANK`` on GPUs). Idempotent."""

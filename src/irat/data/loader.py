@@ -16,6 +16,7 @@ import torch
 from irat.data.augmentation import augment_with_draws
 from irat.data.spec import DatasetSpec
 from irat.data.split import Split
+from irat.distributed import shard
 from irat.types import Batch
 
 
@@ -101,6 +102,6 @@ class Loader:
                 yield Batch(split.idx[pos], x, split.y[pos], crop, flip)
                 continue
             n = len(pos)
-            mine = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+            mine = shard(n, self.rank, self.world)
             crop, flip = (None if t is None else t[mine] for t in (crop, flip))
             yield Batch(split.idx[pos][mine], x[mine], split.y[pos][mine], crop, flip, total=n)

@@ -22,6 +22,7 @@ from irat.data.augmentation import augment_with_draws
 from irat.data.loader import derive_seed
 from irat.data.spec import DatasetSpec
 from irat.data.split import Split
+from irat.distributed import shard
 from irat.types import Batch
 
 
@@ -90,6 +91,6 @@ class MixedLoader:
                 yield Batch(idx, x, y, crop, flip)
                 continue
             n = len(idx)
-            mine = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+            mine = shard(n, self.rank, self.world)
             crop, flip = (None if d is None else d[mine] for d in (crop, flip))
             yield Batch(idx[mine], x[mine], y[mine], crop, flip, total=n)
