@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from irat.data.loader import Loader
 from irat.data.split import Split
-from irat.distributed import average_grads, share
+from irat.distributed import all_reduce_, average_grads, global_draws, shard, share, world_size
 from irat.types import Attack, AttackResult, Batch, Objective, SampleStats
 from irat.weighting.meta import AtParameters, functional_forward, validation_loss, weight_gradient
 from irat.weighting.normalize import normalize_to_batch
@@ -146,6 +146,11 @@ class LearnedWeighting:
         attacked by ``attack`` at θ̃, and one SGD step of μ (or the non-parametric weights). θ,
         its ``.grad`` and the BatchNorm buffers are not changed."""
         x_val, y_val = self._next_batch()
+        m = len(y_val)  # under torchrun each process attacks and differentiates its shard of it
+        if world_size() > 1 and m >= world_size():
+            rows = shard(m)
+            x_val, y_val = x_val[rows], y_val[rows]
+        val_share = share(len(y_val), m)
         x_val = x_val.to(stats.logits_adv.dtype)
         if self.net is not None:
             w_mu = normalize_to_batch(self.net(self.features(stats)), keep_graph=True)
@@ -160,15 +165,24 @@ class LearnedWeighting:
 
         def validation(theta: dict[str, Tensor]) -> Tensor:
             target = AtParameters(model, theta) if self.attack_on == "pseudo" else model
-            x_val_adv = attack(target, x_val, y_val).x_adv if attack is not None else x_val
+            with global_draws(m):  # random starts of the whole validation batch, this shard's rows
+                x_val_adv = attack(target, x_val, y_val).x_adv if attack is not None else x_val
             loss = validation_loss(model, theta, x_val_adv, y_val)
-            self._val_loss = loss.detach() if self._val_loss is None else self._val_loss + loss.detach()
+            shared = loss.detach() * val_share  # its mean over the processes: the batch's L_val
+            self._val_loss = shared if self._val_loss is None else self._val_loss + shared
             self._count += 1
             return loss
 
         train_loss, _ = objective(logits_nat, logits_adv, stats.y, w)
         g = weight_gradient(
-            model, w, train_loss, train_loss_at, lr_theta, validation, share(len(batch), batch.total)
+            model,
+            w,
+            train_loss,
+            train_loss_at,
+            lr_theta,
+            validation,
+            share(len(batch), batch.total),
+            val_share,
         )
         if self.net is None:
             self._w = normalize_to_batch((-g).clamp(min=0))
@@ -213,7 +227,8 @@ class LearnedWeighting:
         """``meta_val_loss``: the mean validation loss at θ̃ since the last call (one read-back)."""
         if self._val_loss is None:
             return {}
-        row = {"meta_val_loss": self._val_loss.item() / self._count}
+        total = all_reduce_(self._val_loss.reshape(1), "mean")  # torchrun: over the shards
+        row = {"meta_val_loss": total.item() / self._count}
         self._val_loss, self._count = None, 0
         return row
 

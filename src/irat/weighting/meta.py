@@ -99,6 +99,7 @@ def weight_gradient(
     lr_theta: float,
     validation: Callable[[dict[str, Tensor]], Tensor],
     share: float = 1.0,
+    val_share: float | None = None,
 ) -> Tensor:
     """``∂ validation(θ̃) / ∂w`` [B] for θ̃ = ``pseudo_update(model, train_loss, lr_theta)``.
 
@@ -107,10 +108,15 @@ def weight_gradient(
     recomputed with the parameters ``params`` (name → tensor); ``validation(θ̃)``: the scalar
     validation loss at θ̃ (it may attack its batch at θ̃ first). Under torchrun each process
     gets K times its rows' share of the global gradient (its loss is a mean over b = B/K rows);
-    the caller averages what it derives from it over the processes."""
+    the caller averages what it derives from it over the processes. ``val_share``: when each
+    process's ``validation`` is the mean over its shard of the validation batch, that shard's
+    ``irat.distributed.share``; ∇L_val(θ̃) is then averaged over the processes (one all-reduce),
+    which gives the whole batch's gradient on every process."""
     theta = pseudo_update(model, train_loss, lr_theta, share)
     names = list(theta)
     v = torch.autograd.grad(validation(theta), [theta[n] for n in names], allow_unused=True)
+    if val_share is not None:
+        v = mean_over_processes(v, val_share)
     params = dict(model.named_parameters())
     with fwAD.dual_level():
         duals = {
