@@ -250,7 +250,10 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
         assert torch.equal(single[name], sharded[name]), name
 
 
-def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
+def test_irat_compare_under_torchrun_writes_once_and_analyses_on_rank_0(toy, tmp_path):
+    """Every process trains and evaluates each cell, rank 0 writes and prints the table; then rank 0
+    alone draws each run's analyses while the other process has finished; ``irat analyze`` under
+    torchrun likewise runs once, on rank 0."""
     env = _env()
     cmd = [
         "-m",
@@ -260,7 +263,6 @@ def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
         "at,mail-at",
         "--out",
         str(tmp_path / "c"),
-        "--no-analyze",
         "--data.dataset=npz",
         f"--data.root={toy}",
         f"--data.val_size={N_VAL}",
@@ -274,8 +276,21 @@ def test_irat_compare_under_torchrun_writes_once(toy, tmp_path):
     ]
     r = subprocess.run([*_torchrun(), *cmd], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("table:") == 1 and "| mail-at |" in r.stdout
+    assert r.stdout.count("table:") == 1 and "| mail-at |" in r.stdout and r.stdout.count("plots:") == 1
     assert (tmp_path / "c" / "comparison.json").exists() and (tmp_path / "c" / "at" / "eval.json").exists()
+    for method in ("at", "mail-at"):
+        report = (tmp_path / "c" / method / "analysis" / "report.md").read_text()
+        assert "## Instance weights per class" in report
+    (tmp_path / "c" / "at" / "analysis" / "report.md").unlink()
+    r = subprocess.run(
+        [*_torchrun(), "-m", "irat", "analyze", str(tmp_path / "c" / "at"), "--limit", "32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("report.md") == 1 and (tmp_path / "c" / "at" / "analysis" / "report.md").exists()
 
 
 def test_irat_bench_across_two_nodes_with_torchrun_s_rendezvous_flags(toy, tmp_path):

@@ -87,13 +87,9 @@ def compare(
                 "training images; "
                 "choose a smaller --data.meta_size or a larger --data.limit"
             )
-    if analyze and distributed.requested():
-        raise ConfigError(
-            "irat compare under torchrun trains and evaluates on every process but does not run the "
-            "analyses yet; pass --no-analyze (analyze=False) and run irat analyze on each run afterwards"
-        )
     out = Path(out)
     comparison = Comparison({}, {}, out)
+    checkpoints = {}  # method → (run directory, checkpoint) to analyse once every cell is done
     for method, method_cfg in configs.items():
         cell = train_and_evaluate(method_cfg, data, out / method)
         names = list(cell.results)  # the selected checkpoint first, then "last" for both
@@ -101,12 +97,15 @@ def compare(
         comparison.best_epoch[method] = cell.epochs[names[0]]
         if len(names) > 1:
             comparison.last[method], comparison.last_epoch[method] = cell.results["last"], cell.epochs["last"]
-        if analyze:
-            from irat.analysis import analyze as analyze_run
-
-            analyze_run(cell.run_dir, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=names[0])
+        checkpoints[method] = (cell.run_dir, names[0])
     if distributed.is_main():  # torchrun: rank 0 writes
         atomic_write_text(out / "comparison.md", comparison.to_markdown())
         atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
     distributed.barrier()
+    if analyze and distributed.is_main():  # torchrun: rank 0 alone, the others are done
+        from irat.analysis import analyze as analyze_run
+
+        with distributed.alone():
+            for run_dir, checkpoint in checkpoints.values():
+                analyze_run(run_dir, limit=min(cfg.eval.limit or 1000, 1000), checkpoint=checkpoint)
     return comparison

@@ -13,7 +13,8 @@ result does not depend on K). This module is the one place that knows about the 
 * ``global_draws(...)``: while active, random starts are drawn for the whole global batch on every
   process and each keeps its own rows, so K processes see the noise one process would;
 * ``merge_rows(values, touched)``: per-instance tensors indexed by dataset index, each index
-  updated by one process in an epoch, combined (one all-reduce).
+  updated by one process in an epoch, combined (one all-reduce);
+* ``alone()``: rank 0 works as a single process (the analyses), the others need not wait.
 """
 
 from __future__ import annotations
@@ -26,13 +27,33 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+_alone = [False]  # inside ``alone()``: this process acts as the only one
+
 
 def world_size() -> int:
+    if _alone[0]:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:
+    if _alone[0]:
+        return 0
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """While active, this process works as if it were the only one: ``world_size()`` is 1,
+    ``rank()`` 0, ``setup`` joins nothing, so every helper here is the identity and nothing
+    waits for the other processes. Rank 0 runs what only one process should do inside it
+    (``irat compare``'s and ``irat analyze``'s analyses), while the others have moved on."""
+    previous = _alone[0]
+    _alone[0] = True
+    try:
+        yield
+    finally:
+        _alone[0] = previous
 
 
 def is_main() -> bool:
@@ -59,8 +80,9 @@ def local_env(rank: int, world: int, port: int) -> dict[str, str]:
 
 def setup(device: torch.device) -> torch.device:
     """Join the process group when torchrun started several processes; returns the device this
-    process trains on (``cuda:LOCAL_RANK`` on GPUs). Idempotent."""
-    if not requested():
+    process trains on (``cuda:LOCAL_RANK`` on GPUs). Idempotent; inside ``alone()`` it joins
+    nothing."""
+    if not requested() or _alone[0]:
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

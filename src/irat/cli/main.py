@@ -504,17 +504,21 @@ def _data(args) -> int:
 
 
 def _analyze(args) -> int:
+    from irat import distributed
     from irat.analysis import analyze
 
-    report = analyze(
-        args.run_dir,
-        epoch=args.epoch,
-        limit=args.limit,
-        attack=args.attack,
-        checkpoint=args.checkpoint,
-        data_dir=args.data_dir,
-        against=args.against,
-    )
+    if distributed.requested() and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # torchrun: the analyses run in one process, rank 0
+    with distributed.alone():
+        report = analyze(
+            args.run_dir,
+            epoch=args.epoch,
+            limit=args.limit,
+            attack=args.attack,
+            checkpoint=args.checkpoint,
+            data_dir=args.data_dir,
+            against=args.against,
+        )
     print(report)
     return 0
 
