@@ -209,6 +209,58 @@ def test_every_named_method_runs_under_two_processes(toy, tmp_path):
         assert np.isfinite(RunDir(tmp_path / method).metrics()[-1]["train_loss"]), method
 
 
+def _eval_worker(rank, world, port, npz, out, errors):
+    """Evaluate an untrained fc1 with PGD-3 (random starts) on the 64 test images: whole; then
+    killed after two saved batches of its shard and started again from the progress files."""
+    from irat.evaluation.progress import Progress
+
+    os.environ.update(irat.distributed.local_env(rank, world, port))
+    torch.set_num_threads(1)
+    try:
+        irat.distributed.setup(torch.device("cpu"))
+        data = irat.data.load("npz", root=npz, val_size=N_VAL, seed=0)
+        torch.manual_seed(0)
+        model = irat.models.create("fc1", dataset=data.spec)
+        kw = dict(attacks=["pgd-3"], eps=0.1, batch_size=8, progress=False, sanity=False)
+        whole = irat.evaluate(model, data.test, **kw).per_sample["pgd-3"]
+        original, saves = Progress.save, []
+
+        def save_then_die(self, *a, **k):
+            original(self, *a, **k)
+            saves.append(1)
+            if len(saves) == 2:
+                raise KeyboardInterrupt  # killed after its second batch
+
+        Progress.save = save_then_die
+        try:
+            irat.evaluate(model, data.test, resume_dir=out, **kw)
+        except KeyboardInterrupt:
+            pass
+        Progress.save = original
+        files = sorted(p.name for p in Path(out).glob("*.pt"))
+        resumed = irat.evaluate(model, data.test, resume_dir=out, **kw).per_sample["pgd-3"]
+        torch.save({"whole": whole, "resumed": resumed, "files": files}, f"{out}.rank{rank}.pt")
+    except Exception as e:
+        errors.put(f"{rank}: {type(e).__name__}: {e}")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_killed_evaluation_resumes_from_each_process_s_progress_file(toy, tmp_path):
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    out = tmp_path / "progress"
+    mp.spawn(_eval_worker, args=(2, _free_port(), str(toy), str(out), errors), nprocs=2)
+    r0, r1 = (torch.load(f"{out}.rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["files"]) == 2 and r0["files"] == r1["files"]  # one file per process, shards apart
+    for r in (r0, r1):
+        assert torch.equal(r["resumed"], r["whole"])  # as if never killed (random starts included)
+        assert len(r["whole"]) == 64
+    assert not out.exists()  # complete: the files and their folder are gone
+
+
 def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     """``torchrun --nproc-per-node=2 -m irat train`` trains; ``... -m irat eval``: each process
     attacks its half of the test images and rank 0 writes eval.json; with deterministic attacks

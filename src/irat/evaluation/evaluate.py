@@ -174,9 +174,11 @@ def evaluate(
     each attack keeps its progress after every finished batch, so that a killed evaluation
     started again goes on from there (``irat.evaluation.progress``); the files are deleted when
     the evaluation is complete, unless ``keep_progress`` (``irat bench``: a later evaluation of
-    the same weights and images reads a finished attack back instead of running it again).
-    ``spec``: the ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k
-    whose name gives none (default ε/4); restarts are part of the name (``pgd-20x5``).
+    the same weights and images reads a finished attack back instead of running it again);
+    under torchrun each process keeps a file of its own shard, which a restart with the same
+    number of processes picks up (another number starts the attacks over). ``spec``: the
+    ``DatasetSpec``, for class names. ``step_size``: the step of PGD-k and CW-k whose name gives
+    none (default ε/4); restarts are part of the name (``pgd-20x5``).
     """
     if eps < 0:
         raise ValueError(f"eps={eps} must be >= 0")
@@ -205,9 +207,11 @@ def evaluate(
         rows = distributed.shard(n)
         local_clean = correct_under(model, x[rows], y[rows], clean, batch_size=batch_size)
         clean_ok = distributed.gather_rows(local_clean, n)
-        keys = {}  # attack name → its progress file, when resumable (one process only)
-        if resume_dir is not None and distributed.world_size() == 1:
+        keys = {}  # attack name → its progress file, when resumable
+        if resume_dir is not None:
             settings = dict(eps=eps, norm=norm, seed=seed, step_size=step_size, bpda=bpda)
+            if distributed.world_size() > 1:  # torchrun: a file per process and shard
+                settings["shard"] = (distributed.rank(), distributed.world_size())
             keys = progress_keys(model, x, y, images, **settings)
         per_sample: dict[str, Tensor] = {}
         for name, attack in built.items():
