@@ -288,10 +288,16 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     assert r.stdout.count("best epoch") == 1, r.stdout  # rank 0 alone reports
     run = RunDir(out)
     run.dir = out
-    cmd = ["-m", "irat", "eval", str(run.dir), "--attacks", "clean,fgsm"]
+    import json
+
+    from irat.attacks.fmn import available
+
+    attacks = "clean,fgsm,fmn-10" if available() else "clean,fgsm"  # FMN: foolbox, the fmn extra
+    cmd = ["-m", "irat", "eval", str(run.dir), "--attacks", attacks]
     one = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=120)
     assert one.returncode == 0, one.stderr
     single = torch.load(run.dir / "eval_per_sample.pt", weights_only=True)
+    norms = json.loads((run.dir / "eval.json").read_text()).get("minimal_norms")
     (run.dir / "eval.json").unlink()
     two = subprocess.run([*_torchrun(), *cmd], env=env, capture_output=True, text=True, timeout=180)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -300,6 +306,8 @@ def test_irat_train_and_eval_under_torchrun(toy, tmp_path):
     assert (run.dir / "eval.json").exists()
     for name in ("clean", "fgsm", "worst-case"):
         assert torch.equal(single[name], sharded[name]), name
+    # FMN's minimal norms: each process finds its shard's, the distribution is the whole split's
+    assert json.loads((run.dir / "eval.json").read_text()).get("minimal_norms") == norms
 
 
 def test_irat_compare_under_torchrun_writes_once_and_analyses_on_rank_0(toy, tmp_path):

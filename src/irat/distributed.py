@@ -185,8 +185,8 @@ def gather_rows(local: Tensor, n: int) -> Tensor:
     padded[: len(wire)] = wire
     parts = [torch.empty_like(padded) for _ in range(k)]
     dist.all_gather(parts, padded)
-    rows = [parts[r][: shard(n, r, k).stop - shard(n, r, k).start] for r in range(k)]
-    return torch.cat(rows).to(dtype)
+    sizes = [shard(n, r, k).stop - shard(n, r, k).start for r in range(k)]
+    return torch.cat([part[:rows] for part, rows in zip(parts, sizes)]).to(dtype)
 
 
 def any_true(flag: bool) -> bool:

@@ -93,25 +93,19 @@ def summarize(norms: Tensor, eps: float | None = None) -> dict[str, float]:
     return out
 
 
-def distribution(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    steps: int = STEPS,
-    norm: str = "linf",
-    batch_size=None,
-) -> dict[str, float]:
-    """``summarize`` of FMN's minimal norms of ``x`` [N, C, H, W] (``y`` [N]), found
-    ``batch_size`` images at a time (None: the evaluation's default batch): what ``irat.evaluate``
-    reports beside the accuracy of an ``fmn-K`` attack."""
+def batched_norms(
+    model: nn.Module, x: Tensor, y: Tensor, *, steps: int = STEPS, norm: str = "linf", batch_size=None
+) -> Tensor:
+    """FMN's minimal norms [N] (CPU; ``inf``: not found) of ``x`` [N, C, H, W] (``y`` [N]), found
+    ``batch_size`` images at a time (None: the evaluation's default batch); ``summarize`` gives
+    their distribution, which ``irat.evaluate`` reports beside the accuracy of an ``fmn-K``
+    attack."""
     from irat.evaluation.robust import batches  # evaluation's batching; imported here: no cycle
 
     norms = [
         minimal_norms(model, xb, yb, steps=steps, norm=norm)[1].cpu() for xb, yb in batches(x, y, batch_size)
     ]
-    return summarize(torch.cat(norms), eps=eps)
+    return torch.cat(norms) if norms else torch.empty(0)
 
 
 def fmn(

@@ -98,10 +98,15 @@ class Loader:
             x, crop, flip = split.x[pos], None, None
             if gen is not None:  # the global batch's draws on every process (same generator state)
                 x, crop, flip = augment_with_draws(x, self.spec.crop_padding, self.spec.flip, generator=gen)
-            if self.world == 1:
-                yield Batch(split.idx[pos], x, split.y[pos], crop, flip)
-                continue
-            n = len(pos)
-            mine = shard(n, self.rank, self.world)
-            crop, flip = (None if t is None else t[mine] for t in (crop, flip))
-            yield Batch(split.idx[pos][mine], x[mine], split.y[pos][mine], crop, flip, total=n)
+            yield shard_batch(Batch(split.idx[pos], x, split.y[pos], crop, flip), self.rank, self.world)
+
+
+def shard_batch(batch: Batch, rank: int, world: int) -> Batch:
+    """Process ``rank``'s contiguous rows of the global ``batch`` over ``world`` processes, with
+    ``total`` = the global batch's size (``batch`` itself when ``world`` is 1)."""
+    if world == 1:
+        return batch
+    n = len(batch)
+    mine = shard(n, rank, world)
+    crop, flip = (None if t is None else t[mine] for t in (batch.crop, batch.flip))
+    return Batch(batch.idx[mine], batch.x[mine], batch.y[mine], crop, flip, total=n)

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import torch
 
 from irat.data.augmentation import augment_with_draws
-from irat.data.loader import derive_seed
+from irat.data.loader import derive_seed, shard_batch
 from irat.data.spec import DatasetSpec
 from irat.data.split import Split
-from irat.distributed import shard
 from irat.types import Batch
 
 
@@ -87,10 +86,4 @@ class MixedLoader:
             crop = flip = None
             if gen is not None:
                 x, crop, flip = augment_with_draws(x, self.spec.crop_padding, self.spec.flip, generator=gen)
-            if self.world == 1:
-                yield Batch(idx, x, y, crop, flip)
-                continue
-            n = len(idx)
-            mine = shard(n, self.rank, self.world)
-            crop, flip = (None if d is None else d[mine] for d in (crop, flip))
-            yield Batch(idx[mine], x[mine], y[mine], crop, flip, total=n)
+            yield shard_batch(Batch(idx, x, y, crop, flip), self.rank, self.world)

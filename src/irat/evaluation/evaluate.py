@@ -24,8 +24,7 @@ from torch import Tensor
 from irat import attacks as attack_lib
 from irat import distributed
 from irat.attacks.build import clean
-from irat.attacks.fmn import distribution as fmn_distribution
-from irat.attacks.fmn import fmn
+from irat.attacks.fmn import batched_norms, fmn, summarize
 from irat.evaluation import masking
 from irat.evaluation.progress import Progress, progress_keys
 from irat.evaluation.robust import correct_under
@@ -230,20 +229,15 @@ def evaluate(
                 resume=Progress(resume_dir, keys[name]) if name in keys else None,
             )
             per_sample[name] = distributed.gather_rows(local, k).cpu()
-        minimal = {  # FMN also finds each point's minimal norm: its distribution (one more FMN run,
-            # not sharded under torchrun: every process computes the same numbers)
-            name: fmn_distribution(
-                model,
-                x[: images[name]],
-                y[: images[name]],
-                eps=eps,
-                norm=norm,
-                steps=a.keywords["steps"],
-                batch_size=batch_size,
-            )
-            for name, a in built.items()
-            if isinstance(a, functools.partial) and a.func is fmn
-        }
+        minimal = {}  # FMN also finds each point's minimal norm: their distribution (one more FMN run)
+        for name, a in built.items():
+            if isinstance(a, functools.partial) and a.func is fmn:
+                k, mine = images[name], distributed.shard(images[name])
+                steps = a.keywords["steps"]
+                local = batched_norms(
+                    model, x[:k][mine], y[:k][mine], steps=steps, norm=norm, batch_size=batch_size
+                )
+                minimal[name] = summarize(distributed.gather_rows(local.to(x.device), k), eps=eps)
         m = min(images.values())  # the images every attack ran on
         worst = torch.stack([c[:m] for c in per_sample.values()]).all(0)
         accuracy = {name: c.float().mean().item() for name, c in per_sample.items()}
