@@ -237,6 +237,7 @@ def _eval_worker(rank, world, port, npz, out, errors):
         except KeyboardInterrupt:
             pass
         Progress.save = original
+        irat.distributed.barrier()  # both processes killed (each wrote its file) before looking
         files = sorted(p.name for p in Path(out).glob("*.pt"))
         resumed = irat.evaluate(model, data.test, resume_dir=out, **kw).per_sample["pgd-3"]
         torch.save({"whole": whole, "resumed": resumed, "files": files}, f"{out}.rank{rank}.pt")
